@@ -1,0 +1,13 @@
+"""Toolbox-agnostic DCAL in plain PyTorch + timm: never imports mmengine, mmpretrain or torchreid."""
+from .attention import attend
+from .checkpoint import checkpoint_filter, load_timm_checkpoint
+from .dcal_vit import SUPPORTED_MODELS, DCALViT
+from .losses import UncertaintyWeightedLoss
+from .output import DCALOutput
+from .rollout import attention_rollout, class_token_rollout, num_local_queries, select_local_queries
+
+__all__ = [
+    'DCALOutput', 'DCALViT', 'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend', 'attention_rollout',
+    'checkpoint_filter', 'class_token_rollout', 'load_timm_checkpoint', 'num_local_queries',
+    'select_local_queries',
+]

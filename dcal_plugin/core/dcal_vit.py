@@ -1,0 +1,193 @@
+"""DCAL on a timm Vision Transformer: SA, GLCA and PWCA branches (Zhu et al., CVPR 2022, arXiv 2205.02151)."""
+import copy
+from typing import Optional, Sequence, Tuple, Union
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
+from .checkpoint import load_timm_checkpoint
+from .output import DCALOutput
+from .rollout import class_token_rollout, num_local_queries, select_local_queries
+
+SUPPORTED_MODELS = (
+    'deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224',
+    'vit_base_patch16_224', 'vit_base_r50_s16_224', 'vit_base_r50_s16_384',
+)
+
+
+class DCALViT(nn.Module):
+    """Dual Cross-Attention Learning around a timm ``VisionTransformer`` (`paper <https://arxiv.org/abs/2205.02151>`_).
+
+    ``vit`` is the SA branch and keeps timm's parameter names (``vit.blocks.3.attn.qkv.weight``);
+    its blocks compute exactly timm's math. GLCA is one block in parallel with SA block
+    ``glca_block_index``, with its own weights initialised as copies of that block, of the final
+    norm and of the classifier; its queries are the class token and the top-R patches of the
+    class-token attention rollout through blocks ``0..glca_block_index`` (METHOD §2–3). Its output
+    class token goes straight to its own norm and classifier [ours, also when the block is not
+    the last]. PWCA (train mode only) shares every weight with SA: at each block, an image's PWCA
+    tokens attend over its own keys/values concatenated with its distractor's SA keys/values at
+    that block (METHOD §4).
+
+    Args:
+        vit (VisionTransformer): a timm ViT/DeiT/hybrid with one class token and token pooling.
+        local_query_ratio (float): R as a fraction of the patches, in (0, 1]. Defaults to 0.1
+            (the paper's FGVC value; 0.3 for Re-ID).
+        glca_block_index (int): the SA block GLCA runs beside (negative counts from the end).
+            Defaults to -1, the last block.
+        residual_weight (float): weight of the identity in the rollout's ``S̄ = (1-α)·S + α·I``.
+            Defaults to 0.5.
+        sa_only_inference (bool): in eval mode, run timm's own SA forward only and skip GLCA and
+            the rollout [ours, the paper's "drop GLCA at inference" setting]. Defaults to False.
+    """
+
+    def __init__(
+            self,
+            vit: VisionTransformer,
+            local_query_ratio: float = 0.1,
+            glca_block_index: int = -1,
+            residual_weight: float = 0.5,
+            sa_only_inference: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_backbone(vit)
+        depth = len(vit.blocks)
+        if not -depth <= glca_block_index < depth:
+            raise ValueError(f'glca_block_index must lie in [{-depth}, {depth - 1}], got {glca_block_index}')
+        num_local_queries(vit.patch_embed.num_patches, local_query_ratio)
+        self.vit = vit
+        self.local_query_ratio = local_query_ratio
+        self.glca_block_index = glca_block_index % depth
+        self.residual_weight = residual_weight
+        self.sa_only_inference = sa_only_inference
+        self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
+        self.glca_norm = copy.deepcopy(vit.norm)
+        self.glca_head = copy.deepcopy(vit.head)
+
+    @classmethod
+    def from_timm(
+            cls,
+            model_name: str,
+            checkpoint_path: Optional[str] = None,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            num_classes: int = 0,
+            local_query_ratio: float = 0.1,
+            glca_block_index: int = -1,
+            drop_path_rate: float = 0.0,
+            **timm_kwargs,
+    ) -> 'DCALViT':
+        """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``), load a local checkpoint, wrap it."""
+        if not timm.is_model(model_name):
+            close = timm.list_models(f'*{model_name.split("_")[0]}*')[:8]
+            raise ValueError(f'unknown timm model {model_name!r}; tested: {", ".join(SUPPORTED_MODELS)}; '
+                             f'similar timm names: {", ".join(close) or "none"}')
+        if img_size is not None:
+            timm_kwargs['img_size'] = img_size
+        vit = timm.create_model(
+            model_name, pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate, **timm_kwargs)
+        if checkpoint_path is not None:
+            load_timm_checkpoint(vit, checkpoint_path, model_name)
+        return cls(vit, local_query_ratio=local_query_ratio, glca_block_index=glca_block_index)
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
+        """Patch grid ``(h, w)`` of the input size the model was built for."""
+        return tuple(self.vit.patch_embed.grid_size)
+
+    def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
+        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput`; ``distractor_index [B]`` is each image's PWCA partner (train mode)."""
+        tokens = self._embed(x)
+        if not self.training and self.sa_only_inference:
+            sa_feature, sa_logits = self._sa_head(self.vit.blocks(tokens))
+            return DCALOutput(sa_feature=sa_feature, sa_logits=sa_logits)
+        batch = x.shape[0]
+        partner = self._partner(batch, distractor_index, x.device) if self.training else None
+        stream = tokens if partner is None else torch.cat([tokens, tokens])
+        maps = []
+        for index, block in enumerate(self.vit.blocks):
+            if index == self.glca_block_index:
+                glca_input = stream[:batch]
+            stream, weights = self_and_pair_attention_block(block, stream, partner, index <= self.glca_block_index)
+            if weights is not None:
+                maps.append(weights)
+            if index == self.glca_block_index:
+                glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
+                maps.clear()
+        sa_feature, sa_logits = self._sa_head(stream[:batch])
+        pwca_feature, pwca_logits = self._sa_head(stream[batch:]) if partner is not None else (None, None)
+        return DCALOutput(
+            sa_feature=sa_feature, glca_feature=glca_feature, pwca_feature=pwca_feature, sa_logits=sa_logits,
+            glca_logits=glca_logits, pwca_logits=pwca_logits, local_query_index=local_query_index)
+
+    @torch.no_grad()
+    def rollout_map(self, x: Tensor) -> Tensor:
+        """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for heat-maps)."""
+        stream, maps = self._embed(x), []
+        for block in self.vit.blocks[:self.glca_block_index + 1]:
+            stream, weights = self_and_pair_attention_block(block, stream, need_weights=True)
+            maps.append(weights)
+        return class_token_rollout(maps, self.residual_weight).reshape(x.shape[0], *self.grid_size)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding)."""
+        expected = tuple(self.vit.patch_embed.img_size)
+        if x.dim() != 4 or tuple(x.shape[-2:]) != expected:
+            raise ValueError(f'DCALViT expects images [B, C, {expected[0]}, {expected[1]}], got {tuple(x.shape)}; '
+                             f'build the model with img_size={tuple(x.shape[-2:])} to use this size '
+                             '(a checkpoint\'s position embeddings are resized on load)')
+        vit = self.vit
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+
+    def _glca(self, tokens: Tensor, maps: Sequence[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+        """GLCA on the tokens entering its block ``[B, N, C]`` -> feature ``[B, C]``, logits, local queries ``[B, R]``."""
+        scores = class_token_rollout(maps, self.residual_weight)
+        local_index = select_local_queries(scores, self.local_query_ratio)
+        class_index = torch.zeros_like(local_index[:, :1])
+        out = global_local_cross_attention_block(self.glca_block, tokens, torch.cat([class_index, local_index + 1], 1))
+        feature = self.glca_norm(out)[:, 0]
+        return feature, self._classify(self.glca_head, feature), local_index
+
+    def _sa_head(self, tokens: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """Block output ``[B, N, C]`` -> normed class token ``[B, C]`` and SA logits ``[B, K]`` (timm's own head)."""
+        feature = self.vit.forward_head(self.vit.norm(tokens), pre_logits=True)
+        return feature, self._classify(self.vit.head, feature)
+
+    def _classify(self, head: nn.Module, feature: Tensor) -> Optional[Tensor]:
+        """Logits ``[B, K]`` of a classifier, or None when the model has no classes."""
+        return head(feature) if self.vit.num_classes > 0 else None
+
+    @staticmethod
+    def _partner(batch: int, distractor_index: Optional[Tensor], device: torch.device) -> Tensor:
+        """Each image's PWCA distractor ``[B]``: validated, or a random permutation without fixed points."""
+        if batch < 2:
+            raise ValueError('PWCA pairs each image with another image of its mini-batch: train mode needs a '
+                             f'batch of at least 2 images, got {batch} (use model.eval() for inference)')
+        if distractor_index is None:
+            order = torch.randperm(batch, device=device)
+            shift = int(torch.randint(1, batch, ()))
+            partner = torch.empty_like(order)
+            partner[order] = order.roll(-shift)
+            return partner
+        if distractor_index.shape != (batch,) or distractor_index.dtype != torch.long:
+            raise ValueError(f'distractor_index must be a LongTensor [{batch}], got '
+                             f'{distractor_index.dtype} {tuple(distractor_index.shape)}')
+        if bool(((distractor_index < 0) | (distractor_index >= batch)).any()):
+            raise ValueError(f'distractor_index values must lie in [0, {batch - 1}]')
+        if bool((distractor_index == torch.arange(batch, device=distractor_index.device)).any()):
+            raise ValueError('distractor_index pairs an image with itself; PWCA needs another image')
+        return distractor_index.to(device)
+
+
+def _check_backbone(vit: nn.Module) -> None:
+    """Raise a clear error for a timm model DCAL cannot run on."""
+    if not isinstance(vit, VisionTransformer):
+        raise ValueError(f'DCAL needs a timm VisionTransformer (ViT, DeiT, R50+ViT hybrid), got {type(vit).__name__}')
+    if vit.cls_token is None or vit.num_prefix_tokens != 1 or vit.global_pool != 'token':
+        raise ValueError('DCAL needs exactly one class token and token pooling '
+                         f'(num_prefix_tokens={vit.num_prefix_tokens}, global_pool={vit.global_pool!r})')
+    if not isinstance(vit.fc_norm, nn.Identity) or vit.attn_pool is not None:
+        raise ValueError('DCAL classifies the normed class token: models with fc_norm or attention pooling are not supported')
+    if any(getattr(block.attn, 'gate', None) is not None for block in vit.blocks):
+        raise ValueError('gated attention is not supported')

@@ -1,0 +1,42 @@
+"""The named outputs of a DCAL forward pass, and the predictions the paper makes from them (METHOD §6)."""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class DCALOutput:
+    """Branch outputs: features are the final normed class tokens ``[B, C]``, logits ``[B, K]``.
+
+    ``pwca_*`` are None in eval mode (PWCA only trains); ``*_logits`` are None for a model built
+    with ``num_classes=0``; ``glca_*`` and ``local_query_index`` are None in SA-only inference.
+    ``local_query_index`` ``[B, R]`` holds the patch positions (0-based, row-major on the patch
+    grid) of GLCA's local queries.
+    """
+
+    sa_feature: Tensor
+    glca_feature: Optional[Tensor] = None
+    pwca_feature: Optional[Tensor] = None
+    sa_logits: Optional[Tensor] = None
+    glca_logits: Optional[Tensor] = None
+    pwca_logits: Optional[Tensor] = None
+    local_query_index: Optional[Tensor] = None
+
+    @property
+    def fgvc_prediction(self) -> Tensor:
+        """FGVC class scores ``softmax(sa_logits) + softmax(glca_logits)`` ``[B, K]`` (SA alone without GLCA)."""
+        if self.sa_logits is None:
+            raise ValueError('the model was built with num_classes=0: there are no class scores')
+        scores = self.sa_logits.softmax(dim=-1)
+        if self.glca_logits is not None:
+            scores = scores + self.glca_logits.softmax(dim=-1)
+        return scores
+
+    @property
+    def reid_feature(self) -> Tensor:
+        """Re-ID retrieval feature ``cat([sa_feature, glca_feature], -1)`` ``[B, 2C]`` (``[B, C]`` without GLCA)."""
+        if self.glca_feature is None:
+            return self.sa_feature
+        return torch.cat([self.sa_feature, self.glca_feature], dim=-1)

@@ -1,0 +1,88 @@
+"""Attention rollout (Abnar & Zuidema 2020, METHOD §2) and the selection of GLCA's local queries."""
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
+    """Full rollout ``Ŝ = S̄_L ⋯ S̄_1`` ``[B, N, N]`` of per-block maps ``[B, H, N, N]`` (or head-averaged ``[B, N, N]``).
+
+    ``S̄_l = (1 - residual_weight)·mean_h(S_l) + residual_weight·I`` with rows re-normalised to sum
+    to 1 [ours, as Abnar & Zuidema]; the latest block multiplies on the left. Costs O(L·N³): for
+    pictures and tests; the model uses :func:`class_token_rollout`.
+    """
+    maps = _residual_maps(attentions, residual_weight)
+    rollout = maps[0]
+    for augmented in maps[1:]:
+        rollout = augmented @ rollout
+    return rollout
+
+
+@torch.no_grad()
+def class_token_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
+    """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
+
+    Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32: O(L·N²) per image, never an
+    ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
+    ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``.
+    """
+    means = [_head_mean(a) for a in _checked(attentions)]
+    batch, tokens, _ = means[0].shape
+    row = torch.zeros(batch, tokens, dtype=torch.float32, device=means[0].device)
+    row[:, 0] = 1.0
+    for attention in reversed(means):
+        row = _apply_residual_map(row, attention, residual_weight)
+    return row[:, 1:]
+
+
+def select_local_queries(scores: Tensor, ratio: float) -> Tensor:
+    """Indices ``[B, R]`` of the ``R = max(1, round(ratio·P))`` highest of ``scores [B, P]``, highest first."""
+    count = num_local_queries(scores.shape[-1], ratio)
+    return scores.topk(count, dim=-1).indices
+
+
+def num_local_queries(num_patches: int, ratio: float) -> int:
+    """R of :func:`select_local_queries` for P patches: ``max(1, round(ratio·P))``."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f'local query ratio must lie in (0, 1], got {ratio}')
+    return max(1, round(ratio * num_patches))
+
+
+def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float) -> Tensor:
+    """``row [B, N] · S̄`` where ``S̄ = rownorm((1-α)·attention + α·I)``, attention ``[B, N, N]``."""
+    attention = attention.float()
+    row_sums = (1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight
+    scaled = row / row_sums
+    mixed = torch.bmm(scaled.unsqueeze(1), attention).squeeze(1)
+    return (1.0 - residual_weight) * mixed + residual_weight * scaled
+
+
+def _residual_maps(attentions: Sequence[Tensor], residual_weight: float) -> list:
+    """``S̄_l`` ``[B, N, N]`` for every block, rows normalised."""
+    maps = []
+    for attention in _checked(attentions):
+        mean = _head_mean(attention)
+        identity = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device)
+        augmented = (1.0 - residual_weight) * mean + residual_weight * identity
+        maps.append(augmented / augmented.sum(dim=-1, keepdim=True))
+    return maps
+
+
+def _head_mean(attention: Tensor) -> Tensor:
+    """``[B, H, N, N]`` -> ``[B, N, N]``; a 3-D map is taken as already head-averaged."""
+    return attention.mean(dim=1) if attention.dim() == 4 else attention
+
+
+def _checked(attentions: Sequence[Tensor]) -> Sequence[Tensor]:
+    """Validate that there is at least one square map and all share a shape."""
+    if len(attentions) == 0:
+        raise ValueError('attention rollout needs at least one attention map')
+    shape = _head_mean(attentions[0]).shape
+    for attention in attentions:
+        if attention.dim() not in (3, 4) or attention.shape[-1] != attention.shape[-2]:
+            raise ValueError(f'attention maps must be [B, H, N, N] or [B, N, N], got {tuple(attention.shape)}')
+        if _head_mean(attention).shape != shape:
+            raise ValueError(f'attention maps differ in shape: {tuple(shape)} vs {tuple(attention.shape)}')
+    return attentions

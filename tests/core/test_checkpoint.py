@@ -1,0 +1,92 @@
+"""Checkpoint files in the formats users have, and the clear errors for ones that do not fit."""
+import pytest
+import safetensors.torch
+import timm
+import torch
+
+from dcal_plugin.core import DCALViT, checkpoint_filter
+
+TINY_ARGS = dict(img_size=64, depth=3, num_classes=5)
+
+
+class TrainerState:
+    """An arbitrary Python object, as some training scripts pickle beside the weights."""
+
+
+def build(path, **overrides):
+    return DCALViT.from_timm('deit_tiny_patch16_224', checkpoint_path=str(path), **dict(TINY_ARGS, **overrides)).eval()
+
+
+@pytest.mark.parametrize('wrap', ['plain', 'model', 'state_dict', 'safetensors'])
+def test_checkpoint_formats_load_the_same_weights(tiny_checkpoint, tmp_path, wrap):
+    timm_model, plain = tiny_checkpoint
+    state = timm_model.state_dict()
+    if wrap == 'safetensors':
+        path = tmp_path / 'weights.safetensors'
+        safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        path = tmp_path / 'weights.pth'
+        torch.save(state if wrap == 'plain' else {wrap: state, 'epoch': 3}, path)
+    model = build(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).sa_logits, timm_model(x), rtol=1e-5, atol=1e-5)
+    # GLCA starts as a copy of the loaded weights, not of the random initialisation
+    torch.testing.assert_close(model.glca_block.attn.qkv.weight, timm_model.blocks[-1].attn.qkv.weight)
+    torch.testing.assert_close(model.glca_head.weight, timm_model.head.weight)
+
+
+def test_classifier_of_another_size_is_dropped(tiny_checkpoint):
+    timm_model, path = tiny_checkpoint
+    model = build(path, num_classes=7)
+    assert model.vit.head.weight.shape == (7, 192)
+    torch.testing.assert_close(model.vit.blocks[0].attn.qkv.weight, timm_model.blocks[0].attn.qkv.weight)
+    assert build(path, num_classes=0).vit.num_classes == 0
+
+
+def test_checkpoint_of_another_architecture_names_the_mismatch(tmp_path):
+    path = tmp_path / 'deit_small.pth'
+    torch.save(timm.create_model('deit_small_patch16_224', img_size=64, depth=3).state_dict(), path)
+    with pytest.raises(ValueError, match=r'does not match deit_tiny_patch16_224.*shape mismatch \[\d+\]: '
+                                         r'cls_token: checkpoint \(1, 1, 384\) vs model \(1, 1, 192\)'):
+        build(path)
+
+
+def test_checkpoint_of_another_depth_or_family_names_missing_and_unexpected_keys(tmp_path):
+    deeper = tmp_path / 'deeper.pth'
+    torch.save(timm.create_model('deit_tiny_patch16_224', img_size=64, depth=4).state_dict(), deeper)
+    with pytest.raises(ValueError, match=r'unexpected \[\d+\]: blocks\.3\.'):
+        build(deeper)
+    resnet = tmp_path / 'resnet.pth'
+    torch.save(timm.create_model('resnet18').state_dict(), resnet)
+    with pytest.raises(ValueError, match=r'missing \[\d+\]: cls_token.*unexpected \[\d+\]: conv1.weight'):
+        build(resnet)
+
+
+def test_checkpoint_is_read_with_weights_only(tiny_checkpoint, tmp_path):
+    timm_model, _ = tiny_checkpoint
+    path = tmp_path / 'with_args.pth'
+    torch.save({'model': timm_model.state_dict(), 'trainer': TrainerState()}, path)
+    with pytest.raises(ValueError, match='weights_only=True'):
+        build(path)
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        build(tmp_path / 'nowhere.pth')
+
+
+def test_unknown_and_unsupported_model_names():
+    with pytest.raises(ValueError, match=r"unknown timm model 'deit_tinny_patch16_224'.*deit_tiny_patch16_224"):
+        DCALViT.from_timm('deit_tinny_patch16_224')
+    with pytest.raises(ValueError, match='needs a timm VisionTransformer.*ResNet'):
+        DCALViT.from_timm('resnet18')
+    with pytest.raises(ValueError, match='one class token'):
+        DCALViT.from_timm('deit_tiny_distilled_patch16_224', img_size=64, depth=1)
+
+
+@pytest.mark.parametrize('name,module', [('deit_small_patch16_224', 'timm.models.vision_transformer'),
+                                         ('vit_base_r50_s16_384', 'timm.models.vision_transformer_hybrid')])
+def test_checkpoint_filter_is_timms_own(name, module):
+    assert checkpoint_filter(name).func.__module__ == module
+    assert checkpoint_filter('deit_base_patch16_224').keywords == {'adapt_layer_scale': True}

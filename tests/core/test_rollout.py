@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dcal_plugin.core import attention_rollout, class_token_rollout, num_local_queries, select_local_queries
+
+from .reference import rollout_full
+
+
+def random_maps(batch=2, heads=3, tokens=7, blocks=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, tokens, tokens, generator=generator).mul(2).softmax(-1) for _ in range(blocks)]
+
+
+def test_rollout_matches_plain_loop_over_full_products():
+    maps = random_maps()
+    got = attention_rollout(maps)
+    for b in range(2):
+        want = rollout_full([m[b].mean(0) for m in maps])
+        torch.testing.assert_close(got[b].double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_rollout_hand_computed_three_tokens():
+    # One head, two blocks; with residual 0.5: S̄ = 0.5·A + 0.5·I.
+    a1 = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    a2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]])
+    s1 = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 1.0]])
+    s2 = torch.tensor([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.25, 0.75]])
+    got = attention_rollout([a1[None, None], a2[None, None]])[0]
+    torch.testing.assert_close(got, s2 @ s1)
+    # Class row: [0.5, 0.5, 0] @ s1 = [0.625, 0.375, 0]
+    torch.testing.assert_close(class_token_rollout([a1[None, None], a2[None, None]])[0], torch.tensor([0.375, 0.0]))
+
+
+@pytest.mark.parametrize('residual_weight', [0.5, 0.2])
+def test_class_token_rollout_is_row_zero_of_full_rollout(residual_weight):
+    maps = random_maps(tokens=9, blocks=5, seed=3)
+    full = attention_rollout(maps, residual_weight)
+    torch.testing.assert_close(class_token_rollout(maps, residual_weight), full[:, 0, 1:], rtol=1e-5, atol=1e-7)
+
+
+def test_class_token_rollout_accepts_head_averaged_maps_and_renormalises_rows():
+    maps = random_maps(seed=5)
+    averaged = [m.mean(1) for m in maps]
+    torch.testing.assert_close(class_token_rollout(averaged), class_token_rollout(maps))
+    scaled = [m * 3.0 for m in averaged]  # rows no longer sum to 1: normalisation must undo the scale
+    torch.testing.assert_close(class_token_rollout(scaled), attention_rollout(scaled)[:, 0, 1:], rtol=1e-5, atol=1e-7)
+
+
+def test_class_token_rollout_is_a_vector_matrix_chain_without_gradient():
+    maps = [m.requires_grad_() for m in random_maps(batch=2, heads=1, tokens=50, blocks=6)]
+    with FlopCounterMode(display=False) as counter:
+        scores = class_token_rollout(maps)
+    assert not scores.requires_grad
+    # one [B,1,N]x[B,N,N] product per block: 2·B·N² each, never N³
+    assert counter.get_total_flops() == 6 * 2 * 2 * 50 * 50
+
+
+def test_select_local_queries_matches_argsort():
+    scores = torch.randn(3, 40, generator=torch.Generator().manual_seed(1))
+    index = select_local_queries(scores, 0.1)
+    assert index.shape == (3, 4) and index.dtype == torch.long
+    for b in range(3):
+        assert index[b].tolist() == sorted(range(40), key=lambda p: -scores[b, p].item())[:4]
+
+
+@pytest.mark.parametrize('patches,ratio,count', [(196, 0.1, 20), (784, 0.1, 78), (128, 0.3, 38), (5, 0.01, 1), (9, 1.0, 9)])
+def test_number_of_local_queries(patches, ratio, count):
+    assert num_local_queries(patches, ratio) == count
+    assert select_local_queries(torch.randn(1, patches), ratio).shape == (1, count)
+
+
+@pytest.mark.parametrize('ratio', [0.0, -0.1, 1.5])
+def test_ratio_out_of_range(ratio):
+    with pytest.raises(ValueError, match=r'ratio must lie in \(0, 1\]'):
+        select_local_queries(torch.randn(1, 10), ratio)
+
+
+def test_rollout_rejects_bad_maps():
+    with pytest.raises(ValueError, match='at least one'):
+        class_token_rollout([])
+    with pytest.raises(ValueError, match='differ in shape'):
+        attention_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 6, 6)])
+    with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):
+        attention_rollout([torch.rand(1, 2, 5, 4)])
