@@ -1,12 +1,10 @@
 """DCALViT.from_timm on checkpoints that timm itself writes: the SA branch equals timm, at the original and resized inputs."""
 import pytest
-import safetensors.torch
 import timm
 import torch
 
-from dcal_plugin.core import DCALViT
+from dcal_plugin.core import SUPPORTED_MODELS, DCALViT
 
-from ..conftest import make_tiny_vit
 
 FULL_MODELS = ['deit_tiny_patch16_224', 'vit_base_r50_s16_224']
 
@@ -59,3 +57,13 @@ def test_sa_equals_timm_pretrained_path_after_resizing(full_checkpoint, img_size
     assert max_diff(got, want) < 1e-4
     assert model.grid_size == (height // 16, width // 16)
     assert out.glca_feature.shape == out.sa_feature.shape
+
+
+@pytest.mark.parametrize('name', SUPPORTED_MODELS)
+def test_every_supported_model_builds_and_runs_all_branches(name):
+    model = DCALViT.from_timm(name, img_size=(64, 32), num_classes=3, drop_path_rate=0.1)
+    out = model(torch.randn(2, 3, 64, 32))
+    width = model.vit.embed_dim
+    assert out.sa_logits.shape == out.glca_logits.shape == out.pwca_logits.shape == (2, 3)
+    assert out.reid_feature.shape == (2, 2 * width) and out.local_query_index.shape == (2, 1)
+    assert model.glca_block.drop_path1.drop_prob > 0  # the copy keeps the block's stochastic depth
