@@ -87,9 +87,17 @@ class DCALViT(nn.Module):
             timm_kwargs['img_size'] = img_size
         vit = timm.create_model(
             model_name, pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate, **timm_kwargs)
+        model = cls(vit, local_query_ratio=local_query_ratio, glca_block_index=glca_block_index)
         if checkpoint_path is not None:
-            load_timm_checkpoint(vit, checkpoint_path, model_name)
-        return cls(vit, local_query_ratio=local_query_ratio, glca_block_index=glca_block_index)
+            model.load_timm_checkpoint(checkpoint_path)
+        return model
+
+    def load_timm_checkpoint(self, checkpoint_path: str) -> None:
+        """Load a timm checkpoint file into the SA branch (see ``load_timm_checkpoint``), then re-copy GLCA from it."""
+        load_timm_checkpoint(self.vit, checkpoint_path, self.vit.pretrained_cfg['architecture'])
+        self.glca_block.load_state_dict(self.vit.blocks[self.glca_block_index].state_dict())
+        self.glca_norm.load_state_dict(self.vit.norm.state_dict())
+        self.glca_head.load_state_dict(self.vit.head.state_dict())
 
     @property
     def grid_size(self) -> Tuple[int, int]:
@@ -189,5 +197,20 @@ def _check_backbone(vit: nn.Module) -> None:
                          f'(num_prefix_tokens={vit.num_prefix_tokens}, global_pool={vit.global_pool!r})')
     if not isinstance(vit.fc_norm, nn.Identity) or vit.attn_pool is not None:
         raise ValueError('DCAL classifies the normed class token: models with fc_norm or attention pooling are not supported')
+    img_size, stride = tuple(vit.patch_embed.img_size), _patch_stride(vit.patch_embed)
+    if any(size % step for size, step in zip(img_size, stride)):
+        raise ValueError(f'img_size {img_size} does not fit the patch grid: {vit.pretrained_cfg["architecture"]} '
+                         f'cuts images into {stride[0]}x{stride[1]} patches, so use multiples of them, e.g. '
+                         f'{tuple(size // step * step for size, step in zip(img_size, stride))}')
     if any(getattr(block.attn, 'gate', None) is not None for block in vit.blocks):
         raise ValueError('gated attention is not supported')
+
+
+def _patch_stride(patch_embed: nn.Module) -> Tuple[int, int]:
+    """Pixels per token along (H, W): the patch size, times the CNN's reduction for a hybrid embedding."""
+    stride = tuple(patch_embed.patch_size)
+    feature_info = getattr(getattr(patch_embed, 'backbone', None), 'feature_info', None)
+    if feature_info:
+        reduction = feature_info[-1]['reduction']
+        stride = (stride[0] * reduction, stride[1] * reduction)
+    return stride

@@ -35,12 +35,16 @@ class UncertaintyWeightedLoss(nn.Module):
 
     def forward(self, losses: Sequence[Tensor]) -> Tensor:
         """Weighted sum (scalar) of ``num_tasks`` scalar losses."""
+        return self.terms(losses).sum()
+
+    def terms(self, losses: Sequence[Tensor]) -> Tensor:
+        """The per-task terms ``½·(exp(-w_i)·L_i + w_i)`` ``[num_tasks]``; their sum is the loss."""
         if len(losses) != self.num_tasks:
             raise ValueError(f'expected {self.num_tasks} losses, got {len(losses)}')
         self._project()
         stacked = torch.stack([loss.reshape(()) for loss in losses])
         log_vars = self.log_vars.to(stacked.dtype)
-        return 0.5 * (torch.exp(-log_vars) * stacked + log_vars).sum()
+        return 0.5 * (torch.exp(-log_vars) * stacked + log_vars)
 
     @property
     def weights(self) -> Tensor:

@@ -199,6 +199,13 @@ def test_wrong_input_size_is_a_clear_error():
         model(images(size=96))
 
 
+def test_image_size_off_the_patch_grid_is_a_clear_error():
+    with pytest.raises(ValueError, match=r'img_size \(450, 450\) does not fit the patch grid.*16x16.*\(448, 448\)'):
+        DCALViT.from_timm('deit_tiny_patch16_224', img_size=450, depth=1)
+    with pytest.raises(ValueError, match=r'vit_base_r50_s16_224 cuts images into 16x16.*\(240, 128\)'):
+        DCALViT.from_timm('vit_base_r50_s16_224', img_size=(250, 128), depth=1)
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match=r'ratio must lie in \(0, 1\]'):
         DCALViT(make_tiny_vit(), local_query_ratio=1.2)

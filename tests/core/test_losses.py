@@ -14,7 +14,9 @@ def test_loss_matches_formula_and_its_gradient():
         criterion.log_vars.copy_(torch.tensor(w))
     losses = [torch.tensor(v, requires_grad=True) for v in values]
     total = criterion(losses)
-    want = 0.5 * sum(math.exp(-wi) * li + wi for wi, li in zip(w, values))
+    want_terms = [0.5 * (math.exp(-wi) * li + wi) for wi, li in zip(w, values)]
+    assert criterion.terms(losses).tolist() == pytest.approx(want_terms, rel=1e-6)
+    want = sum(want_terms)
     assert total.item() == pytest.approx(want, rel=1e-6)
     total.backward()
     for i, (wi, li) in enumerate(zip(w, values)):
