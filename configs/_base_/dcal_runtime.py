@@ -1,0 +1,17 @@
+# mmpretrain's runtime with DCAL's hooks, metrics and logging.
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=50),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='accuracy/top1'),
+)
+custom_hooks = [
+    dict(type='DatasetCheckHook'),  # a listed image missing on disk fails before the first iteration
+    dict(type='EpochSeedHook'),  # a resumed run repeats the uninterrupted one
+    dict(type='AttentionRolloutHook', interval=10, num_images=4),
+]
+
+randomness = dict(seed=0)
+
+# mmengine's Runner, able to resume its own checkpoints on torch >= 2.6 (see dcal_plugin/mmpretrain/runner.py)
+runner_type = 'DCALRunner'

@@ -1,0 +1,16 @@
+"""MMPretrain adapter: importing it registers DCAL's backbone, head, metric and hooks in mmpretrain's registries.
+
+Use ``custom_imports = dict(imports=['dcal_plugin.mmpretrain'], allow_failed_imports=False)`` in a config.
+"""
+from .backbone import DCALVisionTransformer
+from .dataset_check_hook import DatasetCheckHook, check_image_files
+from .head import DCALClsHead
+from .metrics import DCALBranchAccuracy
+from .rollout_hook import AttentionRolloutHook, draw_rollouts
+from .runner import OWN_CHECKPOINT, DCALRunner
+from .seed_hook import EpochSeedHook
+
+__all__ = [
+    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook',
+    'EpochSeedHook', 'OWN_CHECKPOINT', 'check_image_files', 'draw_rollouts',
+]

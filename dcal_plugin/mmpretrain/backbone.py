@@ -1,0 +1,83 @@
+"""``DCALVisionTransformer``: the core ``DCALViT`` as an mmpretrain backbone."""
+from typing import Optional, Tuple, Union
+
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmpretrain.registry import MODELS
+from torch import Tensor
+
+from ..core import DCALViT
+
+
+@MODELS.register_module()
+class DCALVisionTransformer(BaseModule):
+    """DCAL on a timm ViT/DeiT/R50-hybrid, returning the branch class tokens ``(sa, glca[, pwca])`` each ``[B, C]``.
+
+    Train mode returns three features (SA, GLCA, PWCA; the PWCA partner is another image of the
+    mini-batch), eval mode two (SA, GLCA), or only SA with ``sa_only_inference``.
+
+    Args:
+        model_name (str): a timm model name, e.g. ``'vit_base_patch16_224'``.
+        checkpoint_path (str, optional): a local timm checkpoint file, loaded in ``init_weights``
+            with position embeddings resized by timm's filter. Same as
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)`` without ``prefix``.
+        img_size (int | tuple[int, int], optional): input size; timm's default when None.
+        local_query_ratio (float): GLCA's R as a fraction of the patches. Defaults to 0.1.
+        glca_block_index (int): SA block GLCA runs beside. Defaults to -1.
+        drop_path_rate (float): stochastic depth rate. Defaults to 0.
+        sa_only_inference (bool): skip GLCA at inference. Defaults to False.
+        init_cfg (dict, optional): a ``Pretrained`` init_cfg without ``prefix`` names a timm
+            checkpoint file; with ``prefix`` (e.g. ``'backbone.'`` of an mmpretrain DCAL
+            checkpoint) it is handled by mmengine as usual.
+        **timm_kwargs: passed to ``timm.create_model`` (e.g. ``depth``, ``patch_size``).
+    """
+
+    def __init__(
+            self,
+            model_name: str,
+            checkpoint_path: Optional[str] = None,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            local_query_ratio: float = 0.1,
+            glca_block_index: int = -1,
+            drop_path_rate: float = 0.0,
+            sa_only_inference: bool = False,
+            init_cfg: Optional[dict] = None,
+            **timm_kwargs,
+    ) -> None:
+        if checkpoint_path is not None:
+            if init_cfg is not None:
+                raise ValueError('give either checkpoint_path or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=checkpoint_path)
+        super().__init__(init_cfg=init_cfg)
+        self.dcal = DCALViT.from_timm(
+            model_name, img_size=img_size, num_classes=0, local_query_ratio=local_query_ratio,
+            glca_block_index=glca_block_index, drop_path_rate=drop_path_rate, **timm_kwargs)
+        self.dcal.sa_only_inference = sa_only_inference
+
+    @property
+    def embed_dim(self) -> int:
+        """Width C of every branch feature."""
+        return self.dcal.vit.embed_dim
+
+    def init_weights(self) -> None:
+        """Load a timm checkpoint through the core (filter, resizing, GLCA copy), else mmengine's initialisation."""
+        timm_file = self._timm_checkpoint()
+        if timm_file is None:
+            super().init_weights()
+            return
+        self.dcal.load_timm_checkpoint(timm_file)
+        self._is_init = True
+        print_log(f'DCALVisionTransformer: loaded timm checkpoint {timm_file} '
+                  f'({self.dcal.vit.pretrained_cfg["architecture"]}, grid {self.dcal.grid_size})', logger='current')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Images ``[B, 3, H, W]`` -> branch features ``(sa, glca[, pwca])``, each ``[B, C]``."""
+        out = self.dcal(x)
+        return tuple(f for f in (out.sa_feature, out.glca_feature, out.pwca_feature) if f is not None)
+
+    def _timm_checkpoint(self) -> Optional[str]:
+        """The timm file named by a ``Pretrained`` init_cfg without ``prefix``, else None."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and 'prefix' not in cfg:
+            return cfg['checkpoint']
+        return None

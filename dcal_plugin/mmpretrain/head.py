@@ -1,0 +1,81 @@
+"""``DCALClsHead``: per-branch classifiers, uncertainty-weighted cross-entropy, fused SA + GLCA prediction."""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from mmpretrain.models.heads import ClsHead
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+from torch import Tensor, nn
+
+from ..core import UncertaintyWeightedLoss
+
+BRANCHES = ('sa', 'glca', 'pwca')
+
+
+@MODELS.register_module()
+class DCALClsHead(ClsHead):
+    """Classifies the branch features of :class:`DCALVisionTransformer` (METHOD §5–6).
+
+    SA and PWCA share one classifier (PWCA shares every weight with SA); GLCA has its own. The
+    training loss is :class:`~dcal_plugin.core.UncertaintyWeightedLoss` over the three branch
+    losses (``loss`` config: cross-entropy, label smoothing, ...), returned as the weighted terms
+    ``loss_sa``, ``loss_glca``, ``loss_pwca`` (mmengine sums every key containing "loss", so
+    they add up to the total) plus diagnostics ``ce_*`` (unweighted branch losses) and
+    ``weight_*`` (``exp(-w)``). Prediction: ``pred_score = (softmax(sa) + softmax(glca)) / 2``,
+    the paper's summed probabilities halved so they stay a distribution (same argmax); the branch
+    probabilities are kept as ``sa_score`` and ``glca_score`` for :class:`DCALBranchAccuracy`.
+
+    Args:
+        num_classes (int): number of classes K.
+        in_channels (int): feature width C.
+        loss (dict): per-branch classification loss. Defaults to cross-entropy.
+        log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances.
+            Defaults to ``(-2.0, 2.0)``.
+        init_cfg (dict): Defaults to truncated-normal (std 0.02) linear layers, as timm.
+    """
+
+    def __init__(
+            self,
+            num_classes: int,
+            in_channels: int,
+            loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
+            log_var_bounds: Optional[Tuple[float, float]] = (-2.0, 2.0),
+            init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=0.02),
+            **kwargs,
+    ) -> None:
+        super().__init__(loss=loss, init_cfg=init_cfg, **kwargs)
+        if num_classes <= 0:
+            raise ValueError(f'num_classes must be positive, got {num_classes}')
+        self.sa_fc = nn.Linear(in_channels, num_classes)
+        self.glca_fc = nn.Linear(in_channels, num_classes)
+        self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES), log_var_bounds=log_var_bounds)
+
+    def forward(self, feats: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """Branch features ``(sa, glca[, pwca])`` ``[B, C]`` -> logits ``[B, K]`` in the same order."""
+        classifiers = (self.sa_fc, self.glca_fc, self.sa_fc)
+        return tuple(classifier(feature) for classifier, feature in zip(classifiers, feats))
+
+    def loss(self, feats: Sequence[Tensor], data_samples: List[DataSample], **kwargs) -> dict:
+        """Uncertainty-weighted branch losses (needs the three train-mode features)."""
+        if len(feats) != len(BRANCHES):
+            raise ValueError(f'DCALClsHead.loss needs the {len(BRANCHES)} train-mode branch features '
+                             f'{BRANCHES}, got {len(feats)}: is the backbone in train mode?')
+        branch_losses = [self._get_loss(logits, data_samples, **kwargs)['loss'] for logits in self(feats)]
+        terms = self.loss_weighting.terms(branch_losses)
+        weights = self.loss_weighting.weights
+        losses = {f'loss_{name}': term for name, term in zip(BRANCHES, terms)}
+        losses.update({f'ce_{name}': value.detach() for name, value in zip(BRANCHES, branch_losses)})
+        losses.update({f'weight_{name}': weight for name, weight in zip(BRANCHES, weights)})
+        return losses
+
+    def predict(self, feats: Sequence[Tensor], data_samples: Optional[List[DataSample]] = None) -> List[DataSample]:
+        """Data samples with ``pred_score``/``pred_label`` (fused SA + GLCA) and the branch scores."""
+        branch_scores = [logits.softmax(dim=-1).detach() for logits in self(feats)[:2]]
+        fused = torch.stack(branch_scores).mean(dim=0)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(fused.shape[0])]
+        for index, sample in enumerate(data_samples):
+            sample.set_pred_score(fused[index]).set_pred_label(fused[index].argmax(dim=-1, keepdim=True))
+            for name, scores in zip(BRANCHES, branch_scores):
+                sample.set_field(scores[index], f'{name}_score', dtype=torch.Tensor)
+        return data_samples

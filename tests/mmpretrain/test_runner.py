@@ -1,0 +1,51 @@
+"""DCAL trains and validates through mmengine's Runner on digits data read by mmpretrain's own dataset classes."""
+import json
+
+import pytest
+import torch
+from mmengine.registry import RUNNERS
+from PIL import Image
+
+from .conftest import DATASETS, small_config
+
+
+def scalars(work_dir):
+    """The run's logged scalars (mmengine's scalars.json), one dict per line."""
+    [path] = work_dir.glob('*/vis_data/scalars.json')
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize('layout', list(DATASETS))
+def test_train_and_validate_through_the_runner(digits_roots, tmp_path, layout):
+    runner = RUNNERS.build(small_config(digits_roots[layout], tmp_path, layout))
+    runner.train()
+    assert type(runner.train_dataloader.dataset).__name__ == DATASETS[layout]['type']
+    assert len(runner.train_dataloader.dataset) == 40  # 10 classes × 4 (Aircraft: trainval)
+    logged = scalars(tmp_path)
+    train_rows = [row for row in logged if 'loss' in row]
+    assert len(train_rows) == len(runner.train_dataloader)  # logged every iteration
+    for row in train_rows:
+        for key in ('loss_sa', 'loss_glca', 'loss_pwca', 'ce_sa', 'ce_glca', 'ce_pwca',
+                    'weight_sa', 'weight_glca', 'weight_pwca'):
+            assert key in row, key
+        assert row['loss'] == pytest.approx(row['loss_sa'] + row['loss_glca'] + row['loss_pwca'], rel=1e-4)
+    val = [row for row in logged if 'accuracy/top1' in row][-1]
+    assert val['dcal/fused_top1'] == pytest.approx(val['accuracy/top1'])
+    for key in ('dcal/sa_top1', 'dcal/glca_top1', 'accuracy/top5'):
+        assert 0.0 <= val[key] <= 100.0
+    assert (tmp_path / 'epoch_1.pth').is_file()
+    pictures = sorted(tmp_path.glob('*/vis_data/vis_image/rollout_*_1.png'))
+    assert len(pictures) == 4
+    with Image.open(pictures[0]) as picture:
+        assert picture.format == 'PNG' and picture.size == (3 * 32 + 8, 32)
+
+
+def test_loss_weights_are_learned_and_logged(digits_roots, tmp_path):
+    runner = RUNNERS.build(small_config(digits_roots['cub'], tmp_path))
+    runner.train()
+    head = runner.model.head
+    weights = torch.exp(-head.loss_weighting.log_vars.detach())
+    assert not torch.equal(head.loss_weighting.log_vars.detach(), torch.zeros(3))  # trained, not frozen at init
+    last = [row for row in scalars(tmp_path) if 'loss' in row][-1]
+    # the logged weights are those used by the last iteration, before its optimiser step
+    assert last['weight_sa'] == pytest.approx(weights[0].item(), abs=1e-2)

@@ -1,0 +1,50 @@
+"""Test a trained DCAL model: ``python tools/test.py CONFIG CHECKPOINT [options]`` (mmpretrain's conventions).
+
+Prints top-1/top-5 of the fused SA + GLCA prediction and top-1 of SA alone, GLCA alone and fused.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from train import build_runner, use_gloo_without_cuda
+
+from dcal_plugin.mmpretrain import OWN_CHECKPOINT
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a DCAL classifier')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file written by tools/train.py (fully unpickled: '
+                        'use only checkpoints your own runs wrote)')
+    parser.add_argument('--work-dir', help='folder for the test log (default: work_dirs/CONFIG_NAME)')
+    parser.add_argument('--out', help='dump the per-image predictions to this pickle file')
+    parser.add_argument('--sa-only', action='store_true', help='SA-only inference (GLCA skipped)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = OWN_CHECKPOINT + args.checkpoint
+    if args.sa_only:
+        cfg.model.backbone.sa_only_inference = True
+    if args.out:
+        cfg.test_evaluator = list(cfg.test_evaluator) + [dict(type='DumpResults', out_file_path=args.out)]
+    use_gloo_without_cuda(cfg)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

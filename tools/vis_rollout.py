@@ -1,0 +1,68 @@
+"""Rollout heat-maps of a trained DCAL model: ``python tools/vis_rollout.py CONFIG CHECKPOINT IMAGE... --out DIR``.
+
+Writes, per image, ``DIR/<name>_rollout.png``: the input after the config's test pipeline, the
+class-token attention rollout, and their overlay with GLCA's local queries outlined; prints the
+fused, SA and GLCA predictions.
+"""
+import argparse
+from pathlib import Path
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.dataset import Compose
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+from mmpretrain.registry import MODELS
+from PIL import Image
+
+from dcal_plugin.mmpretrain import OWN_CHECKPOINT, draw_rollouts
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Draw DCAL attention-rollout heat-maps')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint written by tools/train.py (fully unpickled: your own runs only)')
+    parser.add_argument('images', nargs='+', help='image files')
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope('mmpretrain')
+    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    model = MODELS.build(cfg.model)
+    checkpoint = load_checkpoint(model, OWN_CHECKPOINT + args.checkpoint, map_location='cpu')
+    classes = checkpoint.get('meta', {}).get('dataset_meta', {}).get('classes')
+    model.eval()
+    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for image_path in args.images:
+        if not Path(image_path).is_file():
+            raise FileNotFoundError(f'image not found: {image_path}')
+        sample = pipeline(dict(img_path=image_path))
+        with torch.no_grad():
+            prediction = model.test_step({'inputs': [sample['inputs']], 'data_samples': [sample['data_samples']]})[0]
+        picture = draw_rollouts(model, [sample])[0]
+        target = out / f'{Path(image_path).stem}_rollout.png'
+        Image.fromarray(picture).save(target)
+        print(f'{image_path}: ' + '  '.join(
+            f'{name} {_label(prediction.get(key), classes)}' for name, key in
+            (('fused', 'pred_score'), ('SA', 'sa_score'), ('GLCA', 'glca_score')) if key in prediction)
+            + f'  -> {target}')
+
+
+def _label(scores, classes) -> str:
+    """``index (name, probability)`` of the highest score."""
+    index = int(scores.argmax())
+    name = classes[index] if classes else index
+    return f'{index} ({name}, {scores[index]:.2f})'
+
+
+if __name__ == '__main__':
+    main()
