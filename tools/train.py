@@ -53,9 +53,18 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def use_gloo_without_cuda(cfg: Config) -> None:
-    """Distributed runs on CPU-only machines use gloo (mmpretrain's default, nccl, needs GPUs)."""
-    if cfg.launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    """Let ``--launcher pytorch`` run on CPU-only machines (mmengine's launcher assumes GPUs).
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the model in DDP with
+    ``device_ids=[LOCAL_RANK]``; without CUDA this joins the process group with gloo first (the
+    Runner then skips its own initialisation) and asks for a device-less DDP wrapper.
+    """
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                                 **cfg.get('model_wrapper_cfg', None) or {})
 
 
 def build_runner(cfg: Config) -> Runner:

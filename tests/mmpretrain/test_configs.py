@@ -1,0 +1,76 @@
+"""Every config in configs/ builds with Config.fromfile + MODELS.build and runs a forward at a reduced size."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import RUNNERS, init_default_scope
+from mmpretrain.registry import MODELS
+
+from .conftest import REPO, small_config
+
+CONFIGS = sorted(p.name for p in (REPO / 'configs').glob('*.py'))
+PAPER = {'deit-tiny': ('deit_tiny_patch16_224', 192), 'deit-small': ('deit_small_patch16_224', 384),
+         'deit-base': ('deit_base_patch16_224', 768), 'vit': ('vit_base_patch16_224', 768),
+         'r50-vit': ('vit_base_r50_s16_224', 768)}
+CLASSES = {'cub': ('CUB', 200), 'cars': ('StanfordCars', 196), 'aircraft': ('FGVCAircraft', 100)}
+
+
+def test_the_family_is_complete():
+    assert len(CONFIGS) == 16
+    for arch in PAPER:
+        for dataset in CLASSES:
+            assert f'dcal_{arch}_{dataset}.py' in CONFIGS
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_builds_and_runs_one_forward(name):
+    cfg = Config.fromfile(str(REPO / 'configs' / name))
+    init_default_scope('mmpretrain')
+    cfg.model.backbone.update(img_size=64, checkpoint_path=None)
+    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        [prediction] = model.test_step({'inputs': [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)],
+                                        'data_samples': None})
+    assert prediction.pred_score.shape == (cfg.model.head.num_classes,)
+    if name.startswith('dcal_deit-tiny_digits'):
+        return
+    arch, dataset = Path(name).stem[len('dcal_'):].rsplit('_', 1)
+    model_name, width = PAPER[arch]
+    assert cfg.model.backbone.model_name == model_name and cfg.model.head.in_channels == width
+    assert cfg.model.head.num_classes == CLASSES[dataset][1]
+    assert cfg.train_dataloader.dataset.type == CLASSES[dataset][0]
+    # the paper's recipe (METHOD §7)
+    assert cfg.model.backbone.local_query_ratio == 0.1 and cfg.train_dataloader.batch_size == 16
+    assert cfg.optim_wrapper.optimizer.type == 'Adam' and cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    assert cfg.train_cfg.max_epochs == 100 and cfg.param_scheduler[-1].type == 'CosineAnnealingLR'
+    assert [t['type'] for t in cfg.train_dataloader.dataset.pipeline][1:3] == ['Resize', 'RandomCrop']
+    assert cfg.train_dataloader.dataset.pipeline[1].scale == (550, 550)
+    assert cfg.train_dataloader.dataset.pipeline[2].crop_size == 448
+    assert cfg.model.backbone.checkpoint_path is None  # reset above; the file itself sets a timm checkpoint
+
+
+def test_paper_configs_name_a_timm_checkpoint():
+    for name in CONFIGS:
+        if 'digits' not in name:
+            cfg = Config.fromfile(str(REPO / 'configs' / name))
+            assert cfg.model.backbone.checkpoint_path == f'checkpoints/{cfg.model.backbone.model_name}.pth'
+
+
+def test_learning_rate_follows_the_papers_batch_rule(digits_roots, tmp_path):
+    """lr = 5e-4 / 512 × batch size (METHOD §7, §10): auto_scale_lr is on in the paper configs."""
+    cfg = Config.fromfile(str(REPO / 'configs' / 'dcal_vit_cub.py'))
+    small = small_config(digits_roots['cub'], tmp_path)
+    cfg.model.backbone.update(img_size=32, depth=1, checkpoint_path=None)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset = small[loader].dataset
+    cfg.work_dir = str(tmp_path)
+    runner = RUNNERS.build(cfg)
+    optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
+    runner.scale_lr(optim_wrapper, runner.auto_scale_lr)
+    assert [group['lr'] for group in optim_wrapper.optimizer.param_groups] == pytest.approx(
+        [5e-4 * 16 / 512] * len(optim_wrapper.optimizer.param_groups))
+    no_decay = [g for g in optim_wrapper.optimizer.param_groups if any(p is runner.model.head.loss_weighting.log_vars
+                                                                       for p in g['params'])]
+    assert no_decay[0]['weight_decay'] == 0.0
