@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO := demo_output
+DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 
 .PHONY: install test demo clean
 
@@ -18,8 +20,12 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 test: install
 	$(PY) -m pytest -q tests
 
+# The main job on the built-in data: digits in the CUB-200-2011 layout -> train -> test -> heat-maps.
 demo: install
-	$(PY) tools/demo.py --out demo_output
+	$(PY) tools/make_demo_data.py $(DEMO)/data --layout cub --overwrite
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO)/work_dir
+	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --work-dir $(DEMO)/work_dir
+	$(PY) tools/vis_rollout.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --test-set 4 --out $(DEMO)/heatmaps
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) $(DEMO)

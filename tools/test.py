@@ -7,6 +7,7 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import get_rank
 from train import build_runner, use_gloo_without_cuda
 
 from dcal_plugin.mmpretrain import OWN_CHECKPOINT
@@ -43,7 +44,17 @@ def main() -> None:
     use_gloo_without_cuda(cfg)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    build_runner(cfg).test()
+    metrics = build_runner(cfg).test()
+    if metrics and get_rank() == 0:
+        print(summary(metrics, cfg.model.head.num_classes))
+
+
+def summary(metrics: dict, num_classes: int) -> str:
+    """One line: top-1 (%) of SA, GLCA and the fused prediction, beside the chance level."""
+    branches = '  '.join(f'{name} {metrics[key]:.1f}' for name, key in
+                         (('SA', 'dcal/sa_top1'), ('GLCA', 'dcal/glca_top1'), ('fused', 'dcal/fused_top1'))
+                         if key in metrics)
+    return f'DCAL test top-1 (%): {branches}  (chance {100.0 / num_classes:.1f})'
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Rollout heat-maps of a trained DCAL model: ``python tools/vis_rollout.py CONFIG CHECKPOINT IMAGE... --out DIR``.
+"""Rollout heat-maps of a trained DCAL model: ``python tools/vis_rollout.py CONFIG CHECKPOINT [IMAGE...] --out DIR``.
 
 Writes, per image, ``DIR/<name>_rollout.png``: the input after the config's test pipeline, the
 class-token attention rollout, and their overlay with GLCA's local queries outlined; prints the
@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
-from mmpretrain.registry import MODELS
+from mmpretrain.registry import DATASETS, MODELS
 from PIL import Image
 
 from dcal_plugin.mmpretrain import OWN_CHECKPOINT, draw_rollouts
@@ -22,7 +22,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw DCAL attention-rollout heat-maps')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint written by tools/train.py (fully unpickled: your own runs only)')
-    parser.add_argument('images', nargs='+', help='image files')
+    parser.add_argument('images', nargs='*', help='image files')
+    parser.add_argument('--test-set', type=int, default=0, metavar='N',
+                        help='also draw the first N images of the config\'s test set')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
     return parser.parse_args()
@@ -35,6 +37,8 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope('mmpretrain')
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    if not args.images and args.test_set <= 0:
+        raise SystemExit('give IMAGE paths or --test-set N')
     model = MODELS.build(cfg.model)
     checkpoint = load_checkpoint(model, OWN_CHECKPOINT + args.checkpoint, map_location='cpu')
     classes = checkpoint.get('meta', {}).get('dataset_meta', {}).get('classes')
@@ -42,7 +46,7 @@ def main() -> None:
     pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for image_path in args.images:
+    for image_path in list(args.images) + test_set_images(cfg, args.test_set):
         if not Path(image_path).is_file():
             raise FileNotFoundError(f'image not found: {image_path}')
         sample = pipeline(dict(img_path=image_path))
@@ -55,6 +59,14 @@ def main() -> None:
             f'{name} {_label(prediction.get(key), classes)}' for name, key in
             (('fused', 'pred_score'), ('SA', 'sa_score'), ('GLCA', 'glca_score')) if key in prediction)
             + f'  -> {target}')
+
+
+def test_set_images(cfg: Config, count: int) -> list:
+    """Paths of the first ``count`` images of the config's test dataset."""
+    if count <= 0:
+        return []
+    dataset = DATASETS.build(dict(cfg.test_dataloader.dataset, pipeline=[]))
+    return [dataset.get_data_info(index)['img_path'] for index in range(min(count, len(dataset)))]
 
 
 def _label(scores, classes) -> str:

@@ -1,4 +1,4 @@
-"""Resume repeats the uninterrupted run; two gloo processes through tools/train.py end with identical weights."""
+"""Resume repeats the uninterrupted run; two gloo processes through tools/dist_train.sh end with identical weights."""
 import json
 import os
 import socket
@@ -82,10 +82,8 @@ def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path):
     cfg.custom_hooks.append(dict(type='RankWeightsHook'))
     config_file = tmp_path / 'ddp_config.py'
     cfg.dump(str(config_file))
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
-               str(free_port()), str(REPO / 'tools' / 'train.py'), str(config_file), '--launcher', 'pytorch',
-               '--work-dir', str(tmp_path / 'work')]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', PYTHON=sys.executable, PORT=str(free_port()))
+    command = [str(REPO / 'tools' / 'dist_train.sh'), str(config_file), '2', '--work-dir', str(tmp_path / 'work')]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [torch.load(tmp_path / 'work' / f'rank{rank}_weights.pth') for rank in (0, 1)]

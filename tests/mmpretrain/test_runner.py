@@ -49,3 +49,16 @@ def test_loss_weights_are_learned_and_logged(digits_roots, tmp_path):
     last = [row for row in scalars(tmp_path) if 'loss' in row][-1]
     # the logged weights are those used by the last iteration, before its optimiser step
     assert last['weight_sa'] == pytest.approx(weights[0].item(), abs=1e-2)
+
+
+def test_rollout_hook_writes_to_tensorboard_when_configured(digits_roots, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_config(digits_roots['cub'], tmp_path)
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+    RUNNERS.build(cfg).train()
+    [events] = tmp_path.glob('*/vis_data/events.out.tfevents.*')
+    accumulator = EventAccumulator(str(events.parent), size_guidance={'images': 0})
+    accumulator.Reload()
+    assert {f'rollout_{i}' for i in range(4)} <= set(accumulator.Tags()['images'])
+    assert 'loss_glca' in accumulator.Tags()['scalars']

@@ -1,5 +1,6 @@
 """tools/train.py, tools/test.py and tools/vis_rollout.py as a user runs them."""
 import os
+import re
 import subprocess
 import sys
 
@@ -37,9 +38,11 @@ def test_test_tool_reports_every_branch(trained, tmp_path):
                       '--out', tmp_path / 'predictions.pkl')
     for key in ('accuracy/top1', 'dcal/sa_top1', 'dcal/glca_top1', 'dcal/fused_top1'):
         assert key in output
+    assert re.search(r'DCAL test top-1 \(%\): SA [\d.]+  GLCA [\d.]+  fused [\d.]+  \(chance 10.0\)', output)
     assert (tmp_path / 'predictions.pkl').stat().st_size > 0
     sa_only = run_tool(REPO / 'tools' / 'test.py', config, checkpoint, '--work-dir', tmp_path, '--sa-only')
     assert 'dcal/sa_top1' in sa_only and 'dcal/glca_top1' not in sa_only
+    assert re.search(r'DCAL test top-1 \(%\): SA [\d.]+  fused [\d.]+  \(chance', sa_only)
 
 
 def test_vis_rollout_writes_side_by_side_pictures(trained, digits_roots, tmp_path):
@@ -50,3 +53,5 @@ def test_vis_rollout_writes_side_by_side_pictures(trained, digits_roots, tmp_pat
     for image in images:
         with Image.open(tmp_path / f'{image.stem}_rollout.png') as picture:
             assert picture.format == 'PNG' and picture.size == (3 * 32 + 8, 32)
+    output = run_tool(REPO / 'tools' / 'vis_rollout.py', config, checkpoint, '--test-set', 3, '--out', tmp_path / 'test')
+    assert len(list((tmp_path / 'test').glob('*_rollout.png'))) == 3 and output.count('-> ') == 3
