@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 
-.PHONY: install test demo clean
+.PHONY: install test demo demo-reid clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO)/work_dir
 	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --work-dir $(DEMO)/work_dir
 	$(PY) tools/vis_rollout.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --test-set 4 --out $(DEMO)/heatmaps
+
+# Re-ID through torchreid's engine on the built-in digits in the VeRi-776 layout.
+demo-reid: install
+	$(PY) tools/demo_reid.py --out $(DEMO)/reid
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -1,0 +1,62 @@
+"""VeRi-776 for torchreid: ``ROOT/VeRi/image_{train,query,test}`` and ``name_{train,query,test}.txt``."""
+import re
+from pathlib import Path
+from typing import List, Tuple
+
+import torchreid
+
+# VeRi file names: VVVV_cCCC_FFFFFFFF_N.jpg (vehicle id, camera id, frame, index).
+NAME_PATTERN = re.compile(r'^(\d+)_c(\d+)_(\d+)_(\d+)\.jpg$')
+SPLITS = {'train': ('image_train', 'name_train.txt'),
+          'query': ('image_query', 'name_query.txt'),
+          'gallery': ('image_test', 'name_test.txt')}
+
+Item = Tuple[str, int, int]
+
+
+class VeRi776(torchreid.data.ImageDataset):
+    """VeRi-776 (Liu et al., ICME 2016), official layout under ``root/VeRi``.
+
+    Each split is the list of file names in its ``name_*.txt``, read from its image folder; a
+    name gives the vehicle id and the 1-based camera id (``camid`` here is 0-based, as in
+    torchreid). Train ids are relabelled ``0..N-1`` in ascending order; query and gallery keep
+    the vehicle ids. Missing folders or lists, unparsable names and listed files that are absent
+    raise one error each, naming the path.
+    """
+
+    dataset_dir = 'VeRi'
+
+    def __init__(self, root: str = '', **kwargs) -> None:
+        self.root = str(Path(root).expanduser().resolve())
+        self.dataset_dir = str(Path(self.root) / VeRi776.dataset_dir)
+        train, query, gallery = (read_split(Path(self.dataset_dir), split) for split in SPLITS)
+        super().__init__(relabel(train), query, gallery, **kwargs)
+
+
+def read_split(folder: Path, split: str) -> List[Item]:
+    """``(path, vehicle id, 0-based camera id)`` for every name listed for ``split`` ('train', 'query', 'gallery')."""
+    image_dir, list_name = (folder / name for name in SPLITS[split])
+    for path in (folder, image_dir, list_name):
+        if not path.exists():
+            raise FileNotFoundError(f'VeRi-776: {path} not found; expected ROOT/VeRi/ with image_train/, '
+                                    'image_query/, image_test/, name_train.txt, name_query.txt, name_test.txt')
+    names = [line.strip() for line in list_name.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f'VeRi-776: {list_name} lists no images')
+    items = []
+    for name in names:
+        match = NAME_PATTERN.match(name)
+        if match is None:
+            raise ValueError(f'VeRi-776: cannot parse {name!r} in {list_name}: expected VVVV_cCCC_FFFFFFFF_N.jpg '
+                             '(vehicle id, camera id, frame, index)')
+        path = image_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f'VeRi-776: {name} is listed in {list_name} but {path} does not exist')
+        items.append((str(path), int(match.group(1)), int(match.group(2)) - 1))
+    return items
+
+
+def relabel(items: List[Item]) -> List[Item]:
+    """Replace vehicle ids by their rank ``0..N-1`` among the ids present (ascending)."""
+    labels = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in items}))}
+    return [(path, labels[pid], camid) for path, pid, camid in items]

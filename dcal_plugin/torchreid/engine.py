@@ -1,0 +1,86 @@
+"""DCALEngine: torchreid's triplet engine with DCAL's three branches and uncertainty-weighted loss (METHOD §5)."""
+from typing import Dict, List, Tuple
+
+import torch
+import torchreid
+from torch import Tensor
+
+from .model import BRANCHES, DCALReID
+
+
+class DCALEngine(torchreid.engine.ImageTripletEngine):
+    """torchreid's ``ImageTripletEngine`` for :class:`DCALReID`; only ``forward_backward`` differs.
+
+    Per step: the train forward runs SA, GLCA and PWCA (each image's PWCA partner is another
+    image of the batch); each branch's loss is ``weight_x·CE(logits) + weight_t·triplet(feature)``
+    with torchreid's own criteria (label smoothing and hard-mining triplet, TransReID's baseline);
+    the three are combined by the model's ``loss_weighting``. The returned meters are the total
+    and per-branch losses, the weights ``w_*`` = exp(-log_var) and the SA ID accuracy.
+
+    Construction fails with a clear message when the scheduler is None (torchreid's checkpoints
+    need one), when the model's classes differ from the training identities, or when a query
+    identity of a test set has no gallery image (torchreid's ``evaluate_rank`` would skip it
+    silently). Arguments are those of ``ImageTripletEngine``.
+    """
+
+    def __init__(self, datamanager, model: DCALReID, optimizer: torch.optim.Optimizer, margin: float = 0.3,
+                 weight_t: float = 1.0, weight_x: float = 1.0, scheduler=None, use_gpu: bool = True,
+                 label_smooth: bool = True) -> None:
+        if not isinstance(model, DCALReID):
+            raise TypeError(f'DCALEngine trains a DCALReID (see build_dcal_reid), got {type(model).__name__}')
+        if scheduler is None:
+            raise ValueError('torchreid saves scheduler.state_dict() with every checkpoint: pass a scheduler '
+                             '(dcal_plugin.torchreid.build_scheduler or torchreid.optim.build_lr_scheduler)')
+        if model.num_classes != datamanager.num_train_pids:
+            raise ValueError(f'the model has {model.num_classes} ID classes but the training set has '
+                             f'{datamanager.num_train_pids} identities')
+        check_query_identities(datamanager.test_dataset)
+        super().__init__(datamanager, model, optimizer, margin=margin, weight_t=weight_t, weight_x=weight_x,
+                         scheduler=scheduler, use_gpu=use_gpu, label_smooth=label_smooth)
+
+    def forward_backward(self, data: Dict[str, Tensor]) -> Dict[str, float]:
+        """One SGD step on ``{'img': [B, 3, H, W], 'pid': [B]}``; returns the meter values."""
+        imgs, pids = self.parse_data_for_train(data)
+        device = self.model.loss_weighting.log_vars.device
+        imgs, pids = imgs.to(device), pids.to(device)
+        if self.weight_t > 0:
+            check_triplet_batch(pids)
+        output = self.model(imgs)
+        branch_losses = [self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'), pids)
+                         for name in BRANCHES]
+        loss = self.model.loss_weighting(branch_losses)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        summary = {'loss': loss.item()}
+        summary.update({f'loss_{name}': value.item() for name, value in zip(BRANCHES, branch_losses)})
+        summary.update(zip((f'w_{name}' for name in BRANCHES), self.model.loss_weighting.weights.tolist()))
+        summary['acc'] = torchreid.metrics.accuracy(output.sa_logits, pids)[0].item()
+        return summary
+
+    def branch_loss(self, feature: Tensor, logits: Tensor, pids: Tensor) -> Tensor:
+        """``weight_x·CE(logits [B, K]) + weight_t·triplet(feature [B, C])`` for one branch (scalar)."""
+        loss = self.weight_x * self.criterion_x(logits, pids) if self.weight_x > 0 else logits.new_zeros(())
+        if self.weight_t > 0:
+            loss = loss + self.weight_t * self.criterion_t(feature, pids)
+        return loss
+
+
+def check_triplet_batch(pids: Tensor) -> None:
+    """Raise unless the batch ``[B]`` holds >= 2 identities with >= 2 images each (hard-mining triplet loss)."""
+    ids, counts = torch.unique(pids, return_counts=True)
+    if len(ids) < 2 or bool((counts < 2).any()):
+        shown = dict(zip(ids.tolist()[:8], counts.tolist()[:8]))
+        raise ValueError(
+            f'the triplet loss needs a batch of >= 2 identities with >= 2 images each, got images per identity '
+            f'{shown}{" ..." if len(ids) > 8 else ""}: use sampler.train_sampler RandomIdentitySampler with '
+            'sampler.num_instances >= 2 (or loss.triplet.weight_t 0)')
+
+
+def check_query_identities(test_dataset: Dict[str, Dict[str, List[Tuple]]]) -> None:
+    """Raise if a query identity of any test set has no gallery image (``{name: {'query': items, 'gallery': items}}``)."""
+    for name, splits in test_dataset.items():
+        missing = sorted({item[1] for item in splits['query']} - {item[1] for item in splits['gallery']})
+        if missing:
+            raise ValueError(f'{name}: query identities {missing[:10]}{" ..." if len(missing) > 10 else ""} have no '
+                             'image in the gallery; torchreid\'s evaluate_rank would skip those queries silently')

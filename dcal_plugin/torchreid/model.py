@@ -1,0 +1,104 @@
+"""The Re-ID model for torchreid: DCALViT + per-branch BNNeck and ID classifier (TransReID baseline, METHOD §5–7)."""
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from dcal_plugin.core import DCALOutput, DCALViT, UncertaintyWeightedLoss
+
+BRANCHES = ('sa', 'glca', 'pwca')
+
+
+class BNNeck(nn.BatchNorm1d):
+    """TransReID's bottleneck: ``BatchNorm1d(C)`` with a learnable scale and a shift fixed at 0.
+
+    The shift is a zero buffer rather than a parameter with ``requires_grad=False``, because
+    torchreid's engine re-enables the gradient of every parameter at each epoch
+    (``open_all_layers``). The state_dict keys stay those of ``BatchNorm1d``.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        del self.bias
+        self.register_buffer('bias', torch.zeros(num_features))
+
+    def normalize_with_batch_statistics(self, feature: Tensor) -> Tensor:
+        """``[B, C] -> [B, C]`` with this batch's statistics and the shared scale, leaving the running statistics alone."""
+        return F.batch_norm(feature, None, None, self.weight, self.bias, training=True, eps=self.eps)
+
+
+class DCALReID(nn.Module):
+    """DCAL for object Re-ID in torchreid's train/eval contract (`paper <https://arxiv.org/abs/2205.02151>`_).
+
+    Train mode returns a :class:`~dcal_plugin.core.DCALOutput` whose ``*_feature`` are the branch
+    class tokens before BNNeck (for the triplet loss) and ``*_logits`` the ID logits after BNNeck
+    (for cross-entropy), for SA, GLCA and PWCA; :class:`~dcal_plugin.torchreid.DCALEngine`
+    consumes it. Eval mode returns the retrieval feature ``[B, 2C]``: SA ‖ GLCA, each after its
+    BNNeck (METHOD §6), which is what torchreid's test loop expects. PWCA shares every weight of
+    SA, BNNeck and classifier included; its features are normalised with their own batch
+    statistics and do not update SA's running statistics [ours]. The uncertainty weighting of
+    the three branch losses is the submodule ``loss_weighting``, so torchreid's optimizer and
+    checkpoints include its ``log_vars``.
+
+    Args:
+        dcal (DCALViT): the backbone with its three branches, built with ``num_classes=0``.
+        num_classes (int): number of training identities.
+    """
+
+    def __init__(self, dcal: DCALViT, num_classes: int) -> None:
+        super().__init__()
+        if dcal.vit.num_classes != 0:
+            raise ValueError(f'DCALReID adds its own ID classifiers: build DCALViT with num_classes=0, '
+                             f'got {dcal.vit.num_classes}')
+        if num_classes < 2:
+            raise ValueError(f'num_classes (training identities) must be >= 2, got {num_classes}')
+        width = dcal.vit.embed_dim
+        self.dcal = dcal
+        self.num_classes = num_classes
+        self.sa_bnneck = BNNeck(width)
+        self.glca_bnneck = BNNeck(width)
+        self.sa_classifier = nn.Linear(width, num_classes, bias=False)
+        self.glca_classifier = nn.Linear(width, num_classes, bias=False)
+        for classifier in (self.sa_classifier, self.glca_classifier):
+            nn.init.normal_(classifier.weight, std=0.001)
+        self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES))
+
+    @property
+    def feature_dim(self) -> int:
+        """C, the width of one branch's feature; the retrieval feature has ``2C``."""
+        return self.dcal.vit.embed_dim
+
+    def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> Union[DCALOutput, Tensor]:
+        """Images ``[B, 3, H, W]`` -> train: :class:`DCALOutput` (features ``[B, C]``, logits ``[B, K]``); eval: ``[B, 2C]``."""
+        out = self.dcal(x, distractor_index)
+        if not self.training:
+            return torch.cat([self.sa_bnneck(out.sa_feature), self.glca_bnneck(out.glca_feature)], dim=-1)
+        return DCALOutput(
+            sa_feature=out.sa_feature, glca_feature=out.glca_feature, pwca_feature=out.pwca_feature,
+            sa_logits=self.sa_classifier(self.sa_bnneck(out.sa_feature)),
+            glca_logits=self.glca_classifier(self.glca_bnneck(out.glca_feature)),
+            pwca_logits=self.sa_classifier(self.sa_bnneck.normalize_with_batch_statistics(out.pwca_feature)),
+            local_query_index=out.local_query_index)
+
+
+def build_dcal_reid(
+        model_name: str,
+        num_classes: int,
+        img_size: Union[int, Tuple[int, int]] = (256, 128),
+        checkpoint_path: Optional[str] = None,
+        local_query_ratio: float = 0.3,
+        glca_block_index: int = -1,
+        drop_path_rate: float = 0.1,
+        **timm_kwargs,
+) -> DCALReID:
+    """DCALReID on timm's ``model_name`` at ``img_size`` (H, W), optionally from a local timm checkpoint.
+
+    ``local_query_ratio`` defaults to the paper's Re-ID R = 30%; ``drop_path_rate`` to TransReID's
+    0.1 (the paper gives no rate). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``).
+    """
+    dcal = DCALViT.from_timm(
+        model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0,
+        local_query_ratio=local_query_ratio, glca_block_index=glca_block_index, drop_path_rate=drop_path_rate,
+        **timm_kwargs)
+    return DCALReID(dcal, num_classes)

@@ -1,0 +1,44 @@
+"""One Re-ID run from a config, as torchreid's ``scripts/main.py`` does it: data, model, optimizer, engine, test."""
+from typing import Dict
+
+import torchreid
+from yacs.config import CfgNode
+
+from .checkpoint import load_weights, resume_from_checkpoint
+from .config import engine_kwargs, engine_run_kwargs, imagedata_kwargs, model_kwargs, optimizer_kwargs, scheduler_kwargs
+from .engine import DCALEngine
+from .evaluation import RankResult, chance_level, check_evaluable, evaluate_branches, format_results
+from .model import build_dcal_reid
+from .optim import build_optimizer, build_scheduler
+
+
+def build_engine(cfg: CfgNode) -> DCALEngine:
+    """torchreid's data manager, the DCAL model (plus ``model.load_weights``), optimizer, scheduler and engine."""
+    datamanager = torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
+    check_evaluable(datamanager.test_dataset, cfg.test.ranks)
+    print(f'Building model: {cfg.model.name} at {cfg.data.height}x{cfg.data.width}')
+    if not cfg.model.checkpoint:
+        print('No model.checkpoint given: the backbone starts from random initialisation')
+    model = build_dcal_reid(num_classes=datamanager.num_train_pids, **model_kwargs(cfg))
+    print(f'Model parameters: {sum(p.numel() for p in model.parameters()):,}')
+    if cfg.model.load_weights:
+        load_weights(model, cfg.model.load_weights)
+    model = model.to('cuda' if cfg.use_gpu else 'cpu')
+    optimizer = build_optimizer(model, **optimizer_kwargs(cfg))
+    scheduler = build_scheduler(optimizer, **scheduler_kwargs(cfg))
+    print('Building DCAL engine (SA + GLCA + PWCA, cross-entropy + triplet per branch, uncertainty-weighted)')
+    return DCALEngine(datamanager, model, optimizer, scheduler=scheduler, **engine_kwargs(cfg))
+
+
+def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
+    """Train (unless ``test.evaluate``; from ``model.resume`` if given) and test; print and return SA/GLCA/SA+GLCA results."""
+    engine = build_engine(cfg)
+    start_epoch = cfg.train.start_epoch
+    if cfg.model.resume:
+        start_epoch = resume_from_checkpoint(cfg.model.resume, engine.model, engine.optimizer, engine.scheduler)
+    engine.run(**dict(engine_run_kwargs(cfg), start_epoch=start_epoch))
+    results = evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature, cfg.test.use_metric_cuhk03)
+    chance = {name: chance_level(splits['query'], splits['gallery'])
+              for name, splits in engine.datamanager.test_dataset.items()}
+    print('\n'.join(format_results(results, cfg.test.ranks, chance)))
+    return results

@@ -1,0 +1,47 @@
+"""Every configs/reid/*.yaml loads over the defaults and builds its model (full size: built, never trained)."""
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('torchreid')
+
+from dcal_plugin.torchreid import MODEL_NAMES, build_dcal_reid, get_default_config  # noqa: E402
+from dcal_plugin.torchreid.config import model_kwargs  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'reid'
+CONFIGS = sorted(CONFIG_DIR.glob('*.yaml'))
+PAPER = {'deit-tiny': 'dcal_deit_tiny', 'deit-small': 'dcal_deit_small', 'deit-base': 'dcal_deit_base',
+         'vit': 'dcal_vit_base', 'r50-vit': 'dcal_r50_vit_base'}
+SIZES = {'veri776': (256, 256), 'msmt17': (256, 128)}
+
+
+def load(path):
+    cfg = get_default_config()
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda path: path.stem)
+def test_config_builds_its_model(path):
+    cfg = load(path)
+    model = build_dcal_reid(num_classes=11, **model_kwargs(cfg))
+    patch = cfg.model.timm_kwargs.get('patch_size', 16)
+    assert model.dcal.vit.pretrained_cfg['architecture'] == MODEL_NAMES[cfg.model.name]
+    assert model.dcal.grid_size == (cfg.data.height // patch, cfg.data.width // patch)
+    assert model.num_classes == 11 and cfg.data.sources == cfg.data.targets
+
+
+@pytest.mark.parametrize('backbone', sorted(PAPER))
+@pytest.mark.parametrize('dataset', sorted(SIZES))
+def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
+    cfg = load(CONFIG_DIR / f'dcal_{backbone}_{dataset}.yaml')
+    assert cfg.model.name == PAPER[backbone] and cfg.data.sources == [dataset]
+    assert (cfg.data.height, cfg.data.width) == SIZES[dataset]
+    assert (cfg.train.optim, cfg.train.lr, cfg.train.weight_decay, cfg.sgd.momentum) == ('sgd', 0.008, 1e-4, 0.9)
+    assert (cfg.train.lr_scheduler, cfg.train.max_epoch, cfg.train.warmup_epochs) == ('cosine', 120, 5)
+    assert (cfg.train.batch_size, cfg.sampler.num_instances, cfg.sampler.train_sampler) == (64, 4, 'RandomIdentitySampler')
+    assert cfg.model.local_query_ratio == 0.3
+    assert cfg.data.transforms == ['random_flip', 'random_crop', 'random_erase']
+    assert (cfg.loss.triplet.weight_t, cfg.loss.triplet.weight_x) == (1.0, 1.0)
+    mean = [0.5] * 3 if backbone in ('vit', 'r50-vit') else [0.485, 0.456, 0.406]
+    assert cfg.data.norm_mean == mean

@@ -1,0 +1,147 @@
+"""DCALEngine end to end through torchreid's engine, on tiny digits data in the VeRi-776 and MSMT17 (V1) layouts."""
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+
+torchreid = pytest.importorskip('torchreid')
+
+from dcal_plugin.torchreid import build_engine, evaluate_branches, resume_from_checkpoint  # noqa: E402
+
+from .helpers import TINY_MODEL, reference_rank, tiny_config  # noqa: E402
+
+
+def eval_features(model, loader):
+    """Eval-mode model outputs [N, 2C] (numpy), pids and camids of a test loader."""
+    model.eval()
+    features, pids, camids = [], [], []
+    with torch.no_grad():
+        for data in loader:
+            features.append(model(data['img']))
+            pids += data['pid'].tolist()
+            camids += data['camid'].tolist()
+    return torch.cat(features).numpy(), np.array(pids), np.array(camids)
+
+
+def reseed_every_epoch(engine):
+    """Make each epoch's randomness depend on the epoch number only (so a resumed epoch can replay exactly)."""
+    train = engine.train
+
+    def seeded_train(**kwargs):
+        torchreid.utils.set_random_seed(100 + engine.epoch)
+        return train(**kwargs)
+    engine.train = seeded_train
+    return engine
+
+
+@pytest.mark.parametrize('dataset', ['veri776', 'msmt17'])
+def test_one_epoch_and_test_agree_with_an_independent_evaluation(dataset, veri_data, msmt_data, tmp_path, capsys):
+    data = veri_data if dataset == 'veri776' else msmt_data
+    torch.manual_seed(0)
+    engine = build_engine(tiny_config(data.root, dataset, tmp_path))
+    before = {key: value.clone() for key, value in engine.model.state_dict().items()}
+    engine.run(save_dir=str(tmp_path), max_epoch=1, print_freq=1, normalize_feature=True, ranks=[1, 5, 10])
+    out = capsys.readouterr().out
+
+    assert re.search(r'loss [\d.]+ .*loss_sa [\d.]+ .*loss_glca [\d.]+ .*loss_pwca [\d.]+ .*w_sa [\d.]+ .*acc', out)
+    assert (tmp_path / 'model' / 'model.pth.tar-1').is_file()
+    after = engine.model.state_dict()
+    for key in ('loss_weighting.log_vars', 'dcal.glca_block.attn.qkv.weight', 'sa_classifier.weight',
+                'glca_bnneck.weight', 'sa_bnneck.running_mean'):
+        assert not torch.equal(after[key], before[key]), key
+
+    width = TINY_MODEL['embed_dim']
+    query, q_pids, q_camids = eval_features(engine.model, engine.test_loader[dataset]['query'])
+    gallery, g_pids, g_camids = eval_features(engine.model, engine.test_loader[dataset]['gallery'])
+    assert query.shape == (4, 2 * width) and gallery.shape == (16 if dataset == 'veri776' else 12, 2 * width)
+    mAP, cmc = reference_rank(query, gallery, q_pids, g_pids, q_camids, g_camids)
+    assert f'mAP: {mAP:.1%}' in out  # torchreid's own test of the concatenated feature
+    for rank in (1, 5, 10):
+        assert f'Rank-{rank:<3}: {cmc[rank - 1]:.1%}' in out
+    results = evaluate_branches(engine, normalize_feature=True)[dataset]
+    for name, columns in (('SA', slice(0, width)), ('GLCA', slice(width, None)), ('SA+GLCA', slice(None))):
+        mAP, cmc = reference_rank(query[:, columns], gallery[:, columns], q_pids, g_pids, q_camids, g_camids)
+        assert results[name].mAP == pytest.approx(mAP, abs=1e-6), name
+        np.testing.assert_allclose(results[name].cmc, cmc, atol=1e-6, err_msg=name)
+
+
+def test_resume_continues_at_the_next_epoch_with_the_same_state(veri_data, tmp_path, capsys):
+    cfg = tiny_config(veri_data.root, 'veri776', tmp_path, 'train.max_epoch', 2)
+    run_kwargs = dict(max_epoch=2, print_freq=1, ranks=[1])
+    torch.manual_seed(0)
+    straight = reseed_every_epoch(build_engine(cfg))
+    straight.run(save_dir=str(tmp_path / 'straight'), **run_kwargs)
+    torch.manual_seed(0)
+    interrupted = reseed_every_epoch(build_engine(cfg))
+    interrupted.run(save_dir=str(tmp_path / 'interrupted'), **dict(run_kwargs, max_epoch=1))
+
+    torch.manual_seed(1)
+    resumed = reseed_every_epoch(build_engine(cfg))
+    start_epoch = resume_from_checkpoint(str(tmp_path / 'interrupted' / 'model' / 'model.pth.tar-1'),
+                                         resumed.model, resumed.optimizer, resumed.scheduler)
+    assert start_epoch == 1
+    for key, value in interrupted.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert resumed.scheduler.state_dict() == interrupted.scheduler.state_dict()
+    momentum = [state['momentum_buffer'] for state in resumed.optimizer.state_dict()['state'].values()]
+    expected = [state['momentum_buffer'] for state in interrupted.optimizer.state_dict()['state'].values()]
+    assert len(momentum) == len(expected) > 0 and all(torch.equal(a, b) for a, b in zip(momentum, expected))
+
+    capsys.readouterr()
+    resumed.run(save_dir=str(tmp_path / 'interrupted'), start_epoch=start_epoch, **run_kwargs)
+    out = capsys.readouterr().out
+    assert 'epoch: [2/2]' in out and 'epoch: [1/2]' not in out
+    assert (tmp_path / 'interrupted' / 'model' / 'model.pth.tar-2').is_file()
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+class Payload:
+    """Not a tensor, container or numpy scalar: weights_only loading must refuse it."""
+
+
+def test_resume_keeps_weights_only_loading_for_anything_else(veri_data, tmp_path):
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path))
+    path = tmp_path / 'foreign.pth.tar'
+    torch.save({'state_dict': engine.model.state_dict(), 'epoch': 3, 'payload': Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='Payload'):
+        resume_from_checkpoint(str(path), engine.model, engine.optimizer, engine.scheduler)
+
+
+def batch_hard_triplet(feature, pids, margin=0.3):
+    """Hermans et al.: per anchor, farthest positive and nearest negative (Euclidean), hinge at the margin."""
+    dist = torch.cdist(feature, feature)
+    same = pids[:, None] == pids[None, :]
+    hardest_positive = dist.masked_fill(~same, float('-inf')).amax(1)
+    hardest_negative = dist.masked_fill(same, float('inf')).amin(1)
+    return torch.relu(hardest_positive - hardest_negative + margin).mean()
+
+
+def test_step_combines_ce_and_triplet_per_branch_with_the_uncertainty_weights(veri_data, tmp_path):
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.lr', 0.0))
+    with torch.no_grad():
+        engine.model.loss_weighting.log_vars.copy_(torch.tensor([0.5, -0.3, 0.1]))
+    imgs = torch.randn(8, 3, 32, 32)
+    engine.model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        first = int(engine.model(imgs).sa_logits[0].argmax())  # so that the accuracy is not 0
+    batch = {'img': imgs, 'pid': torch.tensor([first] * 4 + [(first + 1) % 6] * 4)}
+    torch.manual_seed(0)
+    summary = engine.forward_backward(batch)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = engine.model(batch['img'])
+    losses = []
+    for name in ('sa', 'glca', 'pwca'):
+        ce = torch.nn.functional.cross_entropy(getattr(out, f'{name}_logits'), batch['pid'], label_smoothing=0.1)
+        losses.append(ce + batch_hard_triplet(getattr(out, f'{name}_feature'), batch['pid']))
+        assert summary[f'loss_{name}'] == pytest.approx(losses[-1].item(), rel=1e-4), name
+    log_vars = torch.tensor([0.5, -0.3, 0.1])
+    assert summary['loss'] == pytest.approx(0.5 * float((torch.exp(-log_vars) * torch.stack(losses) + log_vars).sum()),
+                                            rel=1e-4)
+    assert [summary[f'w_{name}'] for name in ('sa', 'glca', 'pwca')] == pytest.approx(torch.exp(-log_vars).tolist())
+    hits = (out.sa_logits.argmax(1) == batch['pid']).float().mean().item()
+    assert hits > 0 and summary['acc'] == pytest.approx(100 * hits)

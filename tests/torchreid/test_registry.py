@@ -1,0 +1,47 @@
+"""DCAL's names in torchreid's model factory: build_model builds them; a changed torchreid layout fails clearly."""
+import types
+
+import pytest
+
+torchreid = pytest.importorskip('torchreid')
+
+from dcal_plugin.torchreid import MODEL_NAMES, DCALReID, registry  # noqa: E402
+
+
+def test_build_model_builds_a_dcal_deit_tiny_at_256x128():
+    model = torchreid.models.build_model('dcal_deit_tiny', num_classes=7, loss='triplet', pretrained=False)
+    assert isinstance(model, DCALReID) and model.num_classes == 7
+    assert model.dcal.vit.pretrained_cfg['architecture'] == 'deit_tiny_patch16_224'
+    assert model.dcal.grid_size == (16, 8) and model.dcal.local_query_ratio == 0.3
+
+
+@pytest.mark.parametrize('name', sorted(MODEL_NAMES))
+def test_every_name_reaches_its_timm_model(name, monkeypatch):
+    calls = []
+    monkeypatch.setattr(registry, 'build_dcal_reid', lambda *args, **kwargs: calls.append((args, kwargs)) or 'built')
+    assert torchreid.models.build_model(name, num_classes=3, loss='softmax', pretrained=False) == 'built'
+    assert calls == [((MODEL_NAMES[name], 3), {'img_size': (256, 128)})]
+
+
+def test_build_model_refuses_downloads_and_unknown_losses():
+    with pytest.raises(ValueError, match='download no weights.*checkpoint_path'):
+        torchreid.models.build_model('dcal_deit_small', num_classes=3)
+    with pytest.raises(ValueError, match='loss must be'):
+        torchreid.models.build_model('dcal_deit_small', num_classes=3, loss='arcface', pretrained=False)
+
+
+def test_registration_writes_into_the_factory_build_model_reads():
+    factory = {}
+    module = types.ModuleType('fake_models')
+    vars(module).update({'__model_factory': factory, 'build_model': lambda name, **kwargs: factory[name](**kwargs)})
+    registry.register_models(module)
+    assert sorted(factory) == sorted(MODEL_NAMES)
+
+
+@pytest.mark.parametrize('contents', [
+    {'build_model': print}, {'__model_factory': {}}, {'__model_factory': [], 'build_model': print}])
+def test_a_changed_torchreid_layout_fails_with_a_clear_message(contents):
+    module = types.ModuleType('changed_models')
+    vars(module).update(contents)
+    with pytest.raises(RuntimeError, match="layout has changed: changed_models has no dict '__model_factory'"):
+        registry.register_models(module)
