@@ -13,6 +13,7 @@ OPTION_FLAGS = (
     ('--digit-scale', 'digit_scale', float, 2, 'deciding digit side as LO HI fraction of the canvas (0.45 0.7)'),
     ('--clutter', 'clutter', float, None, 'background clutter strength in [0, 1] (default 0.3)'),
     ('--jpeg-quality', 'jpeg_quality', int, None, 'JPEG quality (default 95)'),
+    ('--digit-colour', 'digit_colour', str, None, "deciding digit's colour: random (default) or white"),
     ('--train-per-class', 'train_per_class', int, None, 'cub/stanford_cars/fgvc_aircraft: train images per class'),
     ('--test-per-class', 'test_per_class', int, None, 'cub/stanford_cars/fgvc_aircraft: test images per class'),
     ('--num-train-ids', 'num_train_ids', int, None, 'veri776/msmt17: training identities'),

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 
 from .options import RenderOptions
 
-INK_THRESHOLD = 0.25  # digit coverage above which a pixel counts as part of the deciding digit's box
+INK_THRESHOLD = 0.25
+WHITE = np.full(3, 255.0, np.float32)  # digit coverage above which a pixel counts as part of the deciding digit's box
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def render_sample(
     alpha = np.zeros((size, size), np.float32)
     alpha[y:y + side, x:x + side] = _resize_ink(ink, side, side)
     image = background.astype(np.float32)
-    _paint(image, alpha, _bright_colour(rng), 1.0)
+    colour = _bright_colour(rng)  # drawn in both modes, so that 'white' changes nothing else
+    _paint(image, alpha, colour if options.digit_colour == 'random' else WHITE, 1.0)
     return Rendered(_to_uint8(image), background, alpha, _tight_box(alpha > INK_THRESHOLD), (x, y, side))
 
 

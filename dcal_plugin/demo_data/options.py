@@ -6,16 +6,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 OptionsT = TypeVar('OptionsT', bound='RenderOptions')
+DIGIT_COLOURS = ('random', 'white')
 
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How each image is drawn: canvas side (px), digit side as a (lo, hi) fraction of it, clutter, JPEG quality."""
+    """How each image is drawn: canvas side (px), digit side as a (lo, hi) fraction of it, clutter, JPEG quality, and
+    the deciding digit's colour ('white' is far easier than 'random' for a ViT trained from scratch)."""
 
     image_size: int = 64
     digit_scale: tuple[float, float] = (0.45, 0.7)
     clutter: float = 0.3
     jpeg_quality: int = 95
+    digit_colour: str = 'random'  # 'random' bright hue per image, or 'white'
 
     def __post_init__(self) -> None:
         """Normalise digit_scale to a float pair and reject out-of-range values."""
@@ -31,6 +34,8 @@ class RenderOptions:
             raise ValueError(f'clutter must be in [0, 1], got {self.clutter}')
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f'jpeg_quality must be in [1, 100], got {self.jpeg_quality}')
+        if self.digit_colour not in DIGIT_COLOURS:
+            raise ValueError(f'digit_colour must be one of {DIGIT_COLOURS}, got {self.digit_colour!r}')
 
 
 @dataclass(frozen=True)

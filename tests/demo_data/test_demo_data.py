@@ -205,6 +205,21 @@ def test_render_box_and_alpha_match_the_pasted_digit(seed):
     assert 0.45 * 64 - 1 <= rendered.square[2] <= 0.7 * 64 + 1
 
 
+def test_white_digits_change_only_the_digit_colour():
+    """digit_colour='white' paints the same digit at the same place and scale, in white, over the same clutter."""
+    bank = digit_bank()
+    rendered = {colour: render_sample(bank.ink[3], np.random.default_rng(7), random_style(np.random.default_rng(1)),
+                                      RenderOptions(image_size=64, digit_colour=colour), bank.ink)
+                for colour in ('random', 'white')}
+    assert rendered['white'].box == rendered['random'].box and rendered['white'].square == rendered['random'].square
+    np.testing.assert_array_equal(rendered['white'].background, rendered['random'].background)
+    solid = rendered['white'].alpha > 0.99
+    assert solid.any() and rendered['white'].image[solid].min() >= 250
+    assert not (rendered['random'].image[solid].min(axis=-1) >= 250).all()
+    with pytest.raises(ValueError, match='digit_colour'):
+        RenderOptions(digit_colour='blue')
+
+
 def test_deciding_digit_is_the_real_sklearn_sample(fgvc_data):
     """The pasted square on disk, downsampled to 8x8, correlates with its sklearn source, not with other classes."""
     bank = digit_bank()
