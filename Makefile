@@ -22,7 +22,8 @@ test: install
 
 # The main job on the built-in data: digits in the CUB-200-2011 layout -> train -> test -> heat-maps.
 demo: install
-	$(PY) tools/make_demo_data.py $(DEMO)/data --layout cub --overwrite
+	$(PY) tools/make_demo_data.py $(DEMO)/data --layout cub --overwrite --image-size 48 --digit-scale 0.55 0.9 \
+		--clutter 0.2 --digit-colour white --train-per-class 150 --test-per-class 30
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO)/work_dir
 	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --work-dir $(DEMO)/work_dir
 	$(PY) tools/vis_rollout.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --test-set 4 --out $(DEMO)/heatmaps
