@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 
-.PHONY: install test demo demo-reid clean
+.PHONY: install test demo demo-reid bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: install
 # Re-ID through torchreid's engine on the built-in digits in the VeRi-776 layout.
 demo-reid: install
 	$(PY) tools/demo_reid.py --out $(DEMO)/reid
+
+# DCAL ÷ timm's plain ViT: time, FLOP and memory ratios -> benchmarks/results/speed_<device>.{json,md}.
+bench: install
+	$(PY) -m benchmarks.speed
 
 clean:
 	rm -rf $(VENV) $(DEMO)

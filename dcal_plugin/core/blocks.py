@@ -4,12 +4,14 @@ Both functions compose the block's own sub-modules (``norm1``, ``attn``, ``ls1``
 ``norm2``, ``mlp``, ``ls2``, ``drop_path2``) exactly as timm's ``Block.forward`` does; only the
 tensors handed to :func:`~dcal_plugin.core.attention.attend` differ.
 """
-from typing import Optional, Tuple
+import functools
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .attention import attend, attention_dropout, merge_heads, project_kv, project_q, project_qkv
+from .attention import (
+    attend, attention_dropout, attention_map, merge_heads, project_kv, project_q, project_qkv, records_gradient)
 
 
 def self_and_pair_attention_block(
@@ -17,26 +19,40 @@ def self_and_pair_attention_block(
         x: Tensor,
         partner: Optional[Tensor] = None,
         need_weights: bool = False,
-) -> Tuple[Tensor, Optional[Tensor]]:
+) -> Tuple[Tensor, Optional[Callable[[], Tensor]]]:
     """One block on the SA stream ``[B, N, C]``, or on ``[SA; PWCA]`` stacked ``[2B, N, C]`` when ``partner`` is given.
 
     SA rows attend over their own tokens. PWCA row ``b`` (row ``B + b`` of ``x``) attends over its
     own keys/values concatenated with those of SA row ``partner[b]`` at this same block (METHOD §4),
-    with the block's weights shared. Returns the new stream and, if ``need_weights``, the SA
-    rows' head-averaged attention map ``[B, N, N]`` (no gradient).
+    with the block's weights shared. Returns the new stream and, if ``need_weights``, a function
+    that returns the SA rows' head-averaged attention map ``[B, N, N]`` (no gradient). Without
+    autograd the map comes from the softmax that gives the output and the function returns it.
+    When autograd records, the function computes the map when called, from the block's queries
+    and keys, which the backward pass keeps anyway: training then holds no ``[B, N, N]`` map per
+    block before the rollout reads them, one at a time.
     """
     q, k, v = project_qkv(block.attn, block.norm1(x))
     dropout_p = attention_dropout(block.attn)
     num_sa = x.shape[0] if partner is None else x.shape[0] // 2
-    out, weights = attend(q[:num_sa], k[:num_sa], v[:num_sa], dropout_p, need_weights)
+    q_sa, k_sa, v_sa = q[:num_sa], k[:num_sa], v[:num_sa]
+    read_map = None
+    if need_weights and records_gradient(q_sa, k_sa, v_sa):
+        out, _ = attend(q_sa, k_sa, v_sa, dropout_p)
+        read_map = functools.partial(attention_map, q_sa.detach(), k_sa.detach())
+    else:
+        out, weights = attend(q_sa, k_sa, v_sa, dropout_p, need_weights)
+        read_map = None if weights is None else (lambda: weights)
+    out = merge_heads(block.attn, out)
     if partner is not None:
         pair_keys = torch.cat([k[num_sa:], k[partner]], dim=2)
         pair_values = torch.cat([v[num_sa:], v[partner]], dim=2)
         pair_out, _ = attend(q[num_sa:], pair_keys, pair_values, dropout_p)
-        out = torch.cat([out, pair_out])
-    x = x + block.drop_path1(block.ls1(merge_heads(block.attn, out)))
+        # projected apart and joined after: the projection's backward keeps the attention outputs
+        # themselves, not a joined copy of them
+        out = torch.cat([out, merge_heads(block.attn, pair_out)])
+    x = x + block.drop_path1(block.ls1(out))
     x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-    return x, weights
+    return x, read_map
 
 
 def global_local_cross_attention_block(block: nn.Module, x: Tensor, query_index: Tensor) -> Tensor:

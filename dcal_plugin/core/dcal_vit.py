@@ -1,6 +1,7 @@
 """DCAL on a timm Vision Transformer: SA, GLCA and PWCA branches (Zhu et al., CVPR 2022, arXiv 2205.02151)."""
+import collections.abc
 import copy
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -117,9 +118,9 @@ class DCALViT(nn.Module):
         for index, block in enumerate(self.vit.blocks):
             if index == self.glca_block_index:
                 glca_input = stream[:batch]
-            stream, weights = self_and_pair_attention_block(block, stream, partner, index <= self.glca_block_index)
-            if weights is not None:
-                maps.append(weights)
+            stream, read_map = self_and_pair_attention_block(block, stream, partner, index <= self.glca_block_index)
+            if read_map is not None:
+                maps.append(read_map)
             if index == self.glca_block_index:
                 glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
                 maps.clear()
@@ -134,9 +135,9 @@ class DCALViT(nn.Module):
         """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for heat-maps)."""
         stream, maps = self._embed(x), []
         for block in self.vit.blocks[:self.glca_block_index + 1]:
-            stream, weights = self_and_pair_attention_block(block, stream, need_weights=True)
-            maps.append(weights)
-        return class_token_rollout(maps, self.residual_weight).reshape(x.shape[0], *self.grid_size)
+            stream, read_map = self_and_pair_attention_block(block, stream, need_weights=True)
+            maps.append(read_map)
+        return class_token_rollout(_MapsOnRead(maps), self.residual_weight).reshape(x.shape[0], *self.grid_size)
 
     def _embed(self, x: Tensor) -> Tensor:
         """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding)."""
@@ -148,9 +149,12 @@ class DCALViT(nn.Module):
         vit = self.vit
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
 
-    def _glca(self, tokens: Tensor, maps: Sequence[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-        """GLCA on the tokens entering its block ``[B, N, C]`` -> feature ``[B, C]``, logits, local queries ``[B, R]``."""
-        scores = class_token_rollout(maps, self.residual_weight)
+    def _glca(self, tokens: Tensor, maps: Sequence[Callable[[], Tensor]]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+        """GLCA on the tokens entering its block ``[B, N, C]`` -> feature ``[B, C]``, logits, local queries ``[B, R]``.
+
+        ``maps``: per SA block, a function returning its head-averaged attention map ``[B, N, N]``.
+        """
+        scores = class_token_rollout(_MapsOnRead(maps), self.residual_weight)
         local_index = select_local_queries(scores, self.local_query_ratio)
         class_index = torch.zeros_like(local_index[:, :1])
         out = global_local_cross_attention_block(self.glca_block, tokens, torch.cat([class_index, local_index + 1], 1))
@@ -186,6 +190,23 @@ class DCALViT(nn.Module):
         if bool((distractor_index == torch.arange(batch, device=distractor_index.device)).any()):
             raise ValueError('distractor_index pairs an image with itself; PWCA needs another image')
         return distractor_index.to(device)
+
+
+class _MapsOnRead(collections.abc.Sequence):
+    """The attention maps ``[B, N, N]`` of successive blocks, each obtained from its function when read.
+
+    :func:`class_token_rollout` reads each map once, last block first, so maps that are computed
+    on reading (training) exist one at a time.
+    """
+
+    def __init__(self, read_maps: Sequence[Callable[[], Tensor]]) -> None:
+        self._read_maps = read_maps
+
+    def __len__(self) -> int:
+        return len(self._read_maps)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self._read_maps[index]()
 
 
 def _check_backbone(vit: nn.Module) -> None:

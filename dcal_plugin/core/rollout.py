@@ -1,6 +1,6 @@
 """Attention rollout (Abnar & Zuidema 2020, METHOD §2) and the selection of GLCA's local queries."""
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -26,13 +26,18 @@ def class_token_rollout(attentions: Sequence[Tensor], residual_weight: float = 0
 
     Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32: O(L·N²) per image, never an
     ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
-    ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``.
+    ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
+    read once, the last block's first, and not kept (a sequence may compute its maps on reading).
     """
-    means = [_head_mean(a) for a in _checked(attentions)]
-    batch, tokens, _ = means[0].shape
-    row = torch.zeros(batch, tokens, dtype=torch.float32, device=means[0].device)
-    row[:, 0] = 1.0
-    for attention in reversed(means):
+    if len(attentions) == 0:
+        raise ValueError('attention rollout needs at least one attention map')
+    row = shape = None
+    for index in reversed(range(len(attentions))):
+        attention = _head_mean(_checked_map(attentions[index], shape))
+        if row is None:
+            shape = attention.shape
+            row = torch.zeros(shape[0], shape[-1], dtype=torch.float32, device=attention.device)
+            row[:, 0] = 1.0
         row = _apply_residual_map(row, attention, residual_weight)
     return row[:, 1:]
 
@@ -79,10 +84,20 @@ def _checked(attentions: Sequence[Tensor]) -> Sequence[Tensor]:
     """Validate that there is at least one square map and all share a shape."""
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
-    shape = _head_mean(attentions[0]).shape
+    shape = None
     for attention in attentions:
-        if attention.dim() not in (3, 4) or attention.shape[-1] != attention.shape[-2]:
-            raise ValueError(f'attention maps must be [B, H, N, N] or [B, N, N], got {tuple(attention.shape)}')
-        if _head_mean(attention).shape != shape:
-            raise ValueError(f'attention maps differ in shape: {tuple(shape)} vs {tuple(attention.shape)}')
+        shape = _head_mean_shape(_checked_map(attention, shape))
     return attentions
+
+
+def _head_mean_shape(attention: Tensor) -> torch.Size:
+    return attention.shape[:1] + attention.shape[-2:]
+
+
+def _checked_map(attention: Tensor, shape: Optional[torch.Size]) -> Tensor:
+    """Validate one map, ``[B, H, N, N]`` or ``[B, N, N]``, whose head mean must be ``[B, N, N]`` = ``shape`` (when given)."""
+    if attention.dim() not in (3, 4) or attention.shape[-1] != attention.shape[-2]:
+        raise ValueError(f'attention maps must be [B, H, N, N] or [B, N, N], got {tuple(attention.shape)}')
+    if shape is not None and _head_mean_shape(attention) != shape:
+        raise ValueError(f'attention maps differ in shape: {tuple(shape)} vs {tuple(attention.shape)}')
+    return attention

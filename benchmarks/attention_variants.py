@@ -1,0 +1,127 @@
+"""DCAL's eval forward with each way of getting the attention maps, against timm's eval forward.
+
+The exact method needs every SA block's head-averaged map (for the rollout). The variants:
+
+- ``shared softmax, tiled`` (what ``attend`` does without autograd): one softmax per CPU tile
+  (``attention.CPU_TILE_BYTES``) gives both the output ``P·V`` and the head mean of ``P``;
+- ``shared softmax, one tile``: the same over the whole ``[B, H, N, N]`` tensor at once;
+- ``fused + recomputed map, tiled`` / ``one tile``: fused SDPA for the output, and the map
+  recomputed beside it without gradient (the issue's reference design; more FLOPs).
+
+    python -m benchmarks.attention_variants --models deit_tiny_patch16_224:448 --batch 8
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+if __package__ in (None, ''):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import measure  # noqa: E402
+from benchmarks.speed import build_pair, environment  # noqa: E402
+from dcal_plugin.core import attention, blocks  # noqa: E402
+
+ONE_TILE = 1 << 62
+
+
+def fused_with_recomputed_map(q, k, v, dropout_p=0.0, need_weights=False):
+    """The reference design: fused attention for the output, the map recomputed without gradient."""
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    return out, attention.attention_map(q, k) if need_weights else None
+
+
+VARIANTS = {
+    'shared softmax, tiled': (attention.attend, None),
+    'shared softmax, one tile': (attention.attend, ONE_TILE),
+    'fused + recomputed map, tiled': (fused_with_recomputed_map, None),
+    'fused + recomputed map, one tile': (fused_with_recomputed_map, ONE_TILE),
+}
+
+
+def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: int, clock,
+            max_foreign_share: Optional[float]) -> Dict:
+    vit, dcal = build_pair(model_name, img_size, torch.device('cpu'))
+    vit.eval(), dcal.eval()
+    images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    default_tile, default_attend = attention.CPU_TILE_BYTES, blocks.attend
+
+    def variant(name):
+        attend, tile = VARIANTS[name]
+
+        def run():
+            blocks.attend, attention.CPU_TILE_BYTES = attend, tile or default_tile
+            try:
+                with torch.no_grad():
+                    return dcal(images)
+            finally:
+                blocks.attend, attention.CPU_TILE_BYTES = default_attend, default_tile
+        return run
+
+    def timm_eval():
+        with torch.no_grad():
+            return vit(images)
+
+    fns = dict(timm=timm_eval, **{name: variant(name) for name in VARIANTS})
+    times, rounds = measure.time_interleaved(fns, repeats, warmup, lambda: None, clock, max_foreign_share, 4 * repeats)
+    flops = {name: measure.count_flops(fn) for name, fn in fns.items()}
+    seconds = {name: measure.median(values) for name, values in times.items()}
+    kept = rounds['foreign_share_of_kept']
+    return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
+                tile_bytes=default_tile, seconds=seconds, flops=flops,
+                time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
+                flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})
+
+
+def table(rows: Sequence[Dict]) -> str:
+    lines = ['| model | img | B | variant | eval t | eval F | t/F | DCAL ms | timm ms | load |', '|' + '---|' * 10]
+    for row in rows:
+        for name in VARIANTS:
+            t, f = row['time_ratio'][name], row['flop_ratio'][name]
+            lines.append(f"| {row['model'].replace('_patch16_224', '')} | {row['img_size']} | {row['batch']} | {name} | "
+                         f"{t:.2f} | {f:.2f} | {t / f:.2f} | {row['seconds'][name] * 1e3:.0f} | "
+                         f"{row['seconds']['timm'] * 1e3:.0f} | {row['foreign_cpu_share']:.0%} |")
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', default='deit_tiny_patch16_224:224,deit_tiny_patch16_224:448,'
+                                            'deit_small_patch16_224:224,deit_small_patch16_224:448')
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--clock', choices=('wall', 'thread'), default='wall')
+    parser.add_argument('--out-dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
+    parser.add_argument('--tag', default='')
+    parser.add_argument('--max-foreign-share', type=float, default=0.1)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == 'wall' else time.thread_time
+    rows = []
+    for item in args.models.split(','):
+        name, size = item.split(':')
+        print(f'measuring {name} @ {size}, batch {args.batch} ...', file=sys.stderr, flush=True)
+        rows.append(compare(name, int(size), args.batch, args.repeats, args.warmup, clock, args.max_foreign_share))
+    result = dict(environment(torch.device('cpu'), None), clock=args.clock, repeats=args.repeats, rows=rows,
+                  table=table(rows))
+    print(result['table'])
+    os.makedirs(args.out_dir, exist_ok=True)
+    stem = os.path.join(args.out_dir, 'attention_variants_cpu' + args.tag)
+    with open(stem + '.json', 'w') as file:
+        json.dump(result, file, indent=1)
+    with open(stem + '.md', 'w') as file:
+        file.write(f"DCAL eval forward ÷ timm eval forward, one variant of the attention maps per line; "
+                   f"{result['threads']} thread(s), clock {args.clock}, medians of {args.repeats} interleaved "
+                   f"repeats; torch {result['torch']}.\n\n{result['table']}\n")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,167 @@
+"""Measuring tools for ``benchmarks/speed.py``: interleaved timing, FLOP counting, peak memory, machine load.
+
+Everything here treats the two models of a comparison the same way: the same timer, the same
+FLOP formulas (attention included, fused or not), the same memory accounting.
+"""
+import os
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils import flop_counter
+
+# How attention is counted (stated in the JSON). torch registers FLOP formulas for the CUDA SDPA
+# kernels but not for the CPU one, so on CPU timm's fused attention would count as 0 FLOPs while
+# a manual softmax(QKᵀ)V counts as two bmm. The CPU kernels get torch's own SDPA formulas, which
+# count exactly the two bmm (forward) / five bmm (backward) of the unfused computation.
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_CPU_SDPA_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
+}
+ATTENTION_COUNTING = (
+    'torch.utils.flop_counter.FlopCounterMode, one multiply-add = 2 FLOPs; matmul, conv and attention only '
+    '(softmax, norms, GELU, adds are not counted, on either side). Fused SDPA counts as its two bmm '
+    '(QK^T, PV) forward and five bmm backward (torch\'s own sdpa_flop / sdpa_backward_flop, registered '
+    'here for the CPU kernel aten._scaled_dot_product_flash_attention_for_cpu[_backward], which torch '
+    'leaves uncounted), i.e. exactly what the unfused bmm path counts for the same shapes.')
+
+
+def count_flops(fn: Callable[[], object], count_cpu_sdpa: bool = True) -> int:
+    """Total FLOPs of one call of ``fn`` (attention counted as described in ``ATTENTION_COUNTING``).
+
+    ``count_cpu_sdpa=False`` reproduces torch's default on CPU, where the fused kernel counts 0.
+    """
+    mapping = _CPU_SDPA_FORMULAS if count_cpu_sdpa else {}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None],
+                     clock: Callable[[], float] = time.perf_counter, max_foreign_share: Optional[float] = None,
+                     max_rounds: Optional[int] = None) -> Tuple[Dict[str, List[float]], Dict[str, object]]:
+    """Seconds per call of each ``fn``, the calls alternating (A B A B ...) so load drift hits all alike.
+
+    ``clock``: ``time.perf_counter`` (wall time, the default) or ``time.thread_time`` (CPU time of
+    the calling thread: with one torch thread, the work done, whatever else the machine runs).
+    On a shared machine, a round (one call of each ``fn``) during which other processes took more
+    than ``max_foreign_share`` of the CPU (see :class:`CpuLoad`) is measured again, up to
+    ``max_rounds`` rounds in all; if too few quiet rounds were had, the quietest rounds are kept.
+    Returns the times of the kept rounds and a summary of the rounds' load.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+            sync()
+    max_rounds = max_rounds or repeats
+    rounds = []
+    while len(rounds) < max_rounds:
+        times = {}
+        with CpuLoad() as load:
+            for name, fn in fns.items():
+                sync()
+                start = clock()
+                fn()
+                sync()
+                times[name] = clock() - start
+        rounds.append((load.share or 0.0, times))
+        quiet = [r for r in rounds if max_foreign_share is None or r[0] <= max_foreign_share]
+        if len(quiet) >= repeats:
+            break
+    kept = quiet if len(quiet) >= repeats else sorted(rounds, key=lambda r: r[0])[:repeats]
+    summary = dict(rounds=len(rounds), kept=len(kept), max_foreign_share=max_foreign_share,
+                   foreign_share_of_kept=[round(r[0], 3) for r in kept])
+    return {name: [r[1][name] for r in kept] for name in fns}, summary
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def live_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (parameters, gradients, optimiser state, inputs)."""
+    seen, total = set(), 0
+    for tensor in tensors:
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+def peak_step_bytes(step: Callable[[], object], resident: Callable[[], int], device: torch.device) -> int:
+    """Peak bytes allocated during one call of ``step``, counting what is resident when it starts.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU (torch has no
+    caching allocator statistics there): every allocation and free of torch's CPU allocator inside
+    the call, as recorded by ``torch.profiler`` with ``profile_memory=True``, summed in time order;
+    the peak of that running sum plus ``resident()`` (bytes live at the start: parameters,
+    optimiser state, inputs — gradients are freed before the call).
+    """
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    from torch.profiler import ProfilerActivity, profile
+    start = resident()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    cpu = torch._C._autograd.DeviceType.CPU
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]' and e.device_type() == cpu]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return start + peak
+
+
+class CpuLoad:
+    """CPU time other processes took from this machine while a measurement ran (``/proc/stat``; Linux).
+
+    ``share`` is the fraction of all cores' time, during the interval, that was busy but not spent
+    by this process: 0 on an idle machine, near 1 when others saturate every core.
+    """
+
+    def __enter__(self) -> 'CpuLoad':
+        self._busy0, self._total0 = _proc_stat()
+        self._own0 = _own_cpu_seconds()
+        self.share = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy1, total1 = _proc_stat()
+        own1 = _own_cpu_seconds()
+        if total1 is None or total1 <= self._total0:
+            return
+        tick = os.sysconf('SC_CLK_TCK')
+        foreign = (busy1 - self._busy0) - (own1 - self._own0) * tick
+        self.share = max(0.0, min(1.0, foreign / (total1 - self._total0)))
+
+
+def _proc_stat():
+    try:
+        with open('/proc/stat') as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None, None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system

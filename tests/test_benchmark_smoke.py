@@ -1,0 +1,82 @@
+"""Smoke test of ``benchmarks/speed.py`` (issue 6): it runs at the smallest size and writes its table; no timing assertion."""
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATIOS = ('eval_time', 'eval_flops', 'sa_only_time', 'sa_only_flops', 'train_time', 'train_flops', 'train_memory')
+
+
+def test_speed_benchmark_smoke_writes_table_and_json(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'benchmarks.speed', '--smoke', '--device', 'cpu', '--out-dir', str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / 'speed_cpu_smoke.json') as file:
+        result = json.load(file)
+    for key in ('device', 'device_name', 'torch', 'timm', 'threads', 'dtype', 'timing', 'flop_counting',
+                'memory_counting', 'targets', 'table'):
+        assert result[key] not in (None, ''), key
+    assert result['device'] == 'cpu' and result['threads'] >= 1
+    (row,) = result['rows']
+    assert (row['model'], row['img_size']) == ('deit_tiny_patch16_224', 224)
+    for name in RATIOS:
+        assert row['ratios'][name] > 0, name
+    for name in ('timm_eval', 'dcal_eval', 'sa_only_eval', 'timm_train', 'dcal_train'):
+        assert row['seconds'][name] > 0 and row['flops'][name] > 0, name
+    # Attention is counted on both sides: timm's fused attention is not free, and the SA-only mode is timm's forward.
+    assert row['flops']['sa_only_eval'] == row['flops']['timm_eval']
+    assert row['flops']['dcal_train'] > 2 * row['flops']['timm_train']
+    assert row['peak_bytes']['dcal_train'] > row['peak_bytes']['timm_train'] > 0
+    assert 0 <= row['rollout_share'] < 1
+    assert set(row['checks']) >= {'eval_time_le_1_10_flops', 'sa_only_time_le_1_02', 'train_memory_le_2_2'}
+    assert row['model'].replace('_patch16_224', '') in proc.stdout
+    with open(tmp_path / 'speed_cpu_smoke.md') as file:
+        assert result['table'] in file.read()
+
+
+def test_fused_cpu_attention_counts_the_flops_of_the_unfused_bmm():
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks.measure import count_flops
+
+    def inputs():
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(2, 3, n, 8, generator=g, requires_grad=True) for n in (5, 9, 9)]
+
+    def fused_step():
+        q, k, v = inputs()
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+
+    def manual_step():
+        q, k, v = inputs()
+        (((q / 8 ** 0.5) @ k.transpose(-2, -1)).softmax(-1) @ v).sum().backward()
+
+    with torch.no_grad():
+        q, k, v = inputs()
+        fused = count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
+        manual = count_flops(lambda: ((q / 8 ** 0.5) @ k.transpose(-2, -1)).softmax(-1) @ v)
+    assert fused == manual == 2 * (2 * 2 * 3 * 5 * 9 * 8)
+    # backward: the fused kernel recomputes QK^T (one bmm more than autograd's four)
+    assert count_flops(fused_step) == count_flops(manual_step) + 2 * 2 * 3 * 5 * 9 * 8
+
+
+def test_tiled_attention_paths_match_one_tile(monkeypatch):
+    """The speed paths of ``attend`` (CPU tiles of whole images or of query rows) compute the same output and map."""
+    import torch
+
+    from dcal_plugin.core import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g) for n in (11, 13, 13))
+    want_out, want_map = attention.attend(q, k, v, need_weights=True)
+    assert torch.allclose(want_map.sum(-1), torch.ones(3, 11))
+    for tile_bytes in (2 * 11 * 13 * 4, 2 * 3 * 13 * 4, 1):  # two images per tile; 3 query rows; 1 row
+        monkeypatch.setattr(attention, 'CPU_TILE_BYTES', tile_bytes)
+        out, weights = attention.attend(q, k, v, need_weights=True)
+        torch.testing.assert_close(out, want_out, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(weights, want_map, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(attention.attention_map(q, k), want_map, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(want_out, torch.nn.functional.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
