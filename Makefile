@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 
-.PHONY: install test demo demo-reid bench clean
+.PHONY: install test demo demo-reid bench ablation clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ demo-reid: install
 # DCAL ÷ timm's plain ViT: time, FLOP and memory ratios -> benchmarks/results/speed_<device>.{json,md}.
 bench: install
 	$(PY) -m benchmarks.speed
+
+# SA only / SA + GLCA / SA + PWCA / DCAL, 3 seeds, FGVC and Re-ID on the digits -> docs/ablation.{md,png,json}.
+ablation: install
+	$(PY) tools/ablation.py
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -42,6 +42,9 @@ class DCALViT(nn.Module):
             Defaults to 0.5.
         sa_only_inference (bool): in eval mode, run timm's own SA forward only and skip GLCA and
             the rollout [ours, the paper's "drop GLCA at inference" setting]. Defaults to False.
+        use_glca (bool): build and run the GLCA branch. Defaults to True.
+        use_pwca (bool): run the PWCA branch in train mode. Defaults to True. With both switched
+            off the model is timm's plain ViT (the ablation's SA-only baseline, METHOD §8).
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class DCALViT(nn.Module):
             glca_block_index: int = -1,
             residual_weight: float = 0.5,
             sa_only_inference: bool = False,
+            use_glca: bool = True,
+            use_pwca: bool = True,
     ) -> None:
         super().__init__()
         _check_backbone(vit)
@@ -63,9 +68,12 @@ class DCALViT(nn.Module):
         self.glca_block_index = glca_block_index % depth
         self.residual_weight = residual_weight
         self.sa_only_inference = sa_only_inference
-        self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
-        self.glca_norm = copy.deepcopy(vit.norm)
-        self.glca_head = copy.deepcopy(vit.head)
+        self.use_glca = use_glca
+        self.use_pwca = use_pwca
+        if use_glca:
+            self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
+            self.glca_norm = copy.deepcopy(vit.norm)
+            self.glca_head = copy.deepcopy(vit.head)
 
     @classmethod
     def from_timm(
@@ -77,6 +85,8 @@ class DCALViT(nn.Module):
             local_query_ratio: float = 0.1,
             glca_block_index: int = -1,
             drop_path_rate: float = 0.0,
+            use_glca: bool = True,
+            use_pwca: bool = True,
             **timm_kwargs,
     ) -> 'DCALViT':
         """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``), load a local checkpoint, wrap it."""
@@ -88,7 +98,8 @@ class DCALViT(nn.Module):
             timm_kwargs['img_size'] = img_size
         vit = timm.create_model(
             model_name, pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate, **timm_kwargs)
-        model = cls(vit, local_query_ratio=local_query_ratio, glca_block_index=glca_block_index)
+        model = cls(vit, local_query_ratio=local_query_ratio, glca_block_index=glca_block_index, use_glca=use_glca,
+                    use_pwca=use_pwca)
         if checkpoint_path is not None:
             model.load_timm_checkpoint(checkpoint_path)
         return model
@@ -96,6 +107,8 @@ class DCALViT(nn.Module):
     def load_timm_checkpoint(self, checkpoint_path: str) -> None:
         """Load a timm checkpoint file into the SA branch (see ``load_timm_checkpoint``), then re-copy GLCA from it."""
         load_timm_checkpoint(self.vit, checkpoint_path, self.vit.pretrained_cfg['architecture'])
+        if not self.use_glca:
+            return
         self.glca_block.load_state_dict(self.vit.blocks[self.glca_block_index].state_dict())
         self.glca_norm.load_state_dict(self.vit.norm.state_dict())
         self.glca_head.load_state_dict(self.vit.head.state_dict())
@@ -108,22 +121,24 @@ class DCALViT(nn.Module):
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
         """Images ``[B, 3, H, W]`` -> :class:`DCALOutput`; ``distractor_index [B]`` is each image's PWCA partner (train mode)."""
         tokens = self._embed(x)
-        if not self.training and self.sa_only_inference:
-            sa_feature, sa_logits = self._sa_head(self.vit.blocks(tokens))
-            return DCALOutput(sa_feature=sa_feature, sa_logits=sa_logits)
         batch = x.shape[0]
-        partner = self._partner(batch, distractor_index, x.device) if self.training else None
-        stream = tokens if partner is None else torch.cat([tokens, tokens])
-        maps = []
-        for index, block in enumerate(self.vit.blocks):
-            if index == self.glca_block_index:
-                glca_input = stream[:batch]
-            stream, read_map = self_and_pair_attention_block(block, stream, partner, index <= self.glca_block_index)
-            if read_map is not None:
-                maps.append(read_map)
-            if index == self.glca_block_index:
-                glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
-                maps.clear()
+        partner = self._partner(batch, distractor_index, x.device) if self.training and self.use_pwca else None
+        glca_at = self.glca_block_index if self.use_glca and (self.training or not self.sa_only_inference) else -1
+        glca_feature = glca_logits = local_query_index = None
+        if partner is None and glca_at < 0:  # SA alone: timm's own blocks
+            stream = self.vit.blocks(tokens)
+        else:
+            stream = tokens if partner is None else torch.cat([tokens, tokens])
+            maps = []
+            for index, block in enumerate(self.vit.blocks):
+                if index == glca_at:
+                    glca_input = stream[:batch]
+                stream, read_map = self_and_pair_attention_block(block, stream, partner, index <= glca_at)
+                if read_map is not None:
+                    maps.append(read_map)
+                if index == glca_at:
+                    glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
+                    maps.clear()
         sa_feature, sa_logits = self._sa_head(stream[:batch])
         pwca_feature, pwca_logits = self._sa_head(stream[batch:]) if partner is not None else (None, None)
         return DCALOutput(

@@ -1,5 +1,5 @@
 """Uncertainty-weighted multi-task loss (Kendall, Gal & Cipolla, CVPR 2018), as DCAL uses it (METHOD §5)."""
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,17 +33,24 @@ class UncertaintyWeightedLoss(nn.Module):
         self.log_var_bounds = log_var_bounds
         self.log_vars = nn.Parameter(torch.zeros(num_tasks))
 
-    def forward(self, losses: Sequence[Tensor]) -> Tensor:
-        """Weighted sum (scalar) of ``num_tasks`` scalar losses."""
+    def forward(self, losses: Sequence[Optional[Tensor]]) -> Tensor:
+        """Weighted sum (scalar) of ``num_tasks`` scalar losses (None: an absent task, see :meth:`terms`)."""
         return self.terms(losses).sum()
 
-    def terms(self, losses: Sequence[Tensor]) -> Tensor:
-        """The per-task terms ``½·(exp(-w_i)·L_i + w_i)`` ``[num_tasks]``; their sum is the loss."""
+    def terms(self, losses: Sequence[Optional[Tensor]]) -> Tensor:
+        """The terms ``½·(exp(-w_i)·L_i + w_i)`` ``[T]`` of the ``T`` losses given; their sum is the loss.
+
+        ``losses`` has one entry per task; None marks a task the model does not have (a branch
+        switched off for an ablation): it adds no term and its ``w_i`` gets no gradient.
+        """
         if len(losses) != self.num_tasks:
             raise ValueError(f'expected {self.num_tasks} losses, got {len(losses)}')
+        present = [index for index, loss in enumerate(losses) if loss is not None]
+        if not present:
+            raise ValueError('every loss is None: at least one task must be present')
         self._project()
-        stacked = torch.stack([loss.reshape(()) for loss in losses])
-        log_vars = self.log_vars.to(stacked.dtype)
+        stacked = torch.stack([losses[index].reshape(()) for index in present])
+        log_vars = self.log_vars[present].to(stacked.dtype)
         return 0.5 * (torch.exp(-log_vars) * stacked + log_vars)
 
     @property

@@ -11,10 +11,11 @@ from ..core import DCALViT
 
 @MODELS.register_module()
 class DCALVisionTransformer(BaseModule):
-    """DCAL on a timm ViT/DeiT/R50-hybrid, returning the branch class tokens ``(sa, glca[, pwca])`` each ``[B, C]``.
+    """DCAL on a timm ViT/DeiT/R50-hybrid, returning the branch class tokens ``(sa, glca, pwca)``, each ``[B, C]`` or None.
 
-    Train mode returns three features (SA, GLCA, PWCA; the PWCA partner is another image of the
-    mini-batch), eval mode two (SA, GLCA), or only SA with ``sa_only_inference``.
+    Train mode returns all three (the PWCA partner is another image of the mini-batch); in eval
+    mode PWCA is None, and so is GLCA with ``sa_only_inference``; a branch switched off by
+    ``use_glca``/``use_pwca`` is always None.
 
     Args:
         model_name (str): a timm model name, e.g. ``'vit_base_patch16_224'``.
@@ -26,6 +27,8 @@ class DCALVisionTransformer(BaseModule):
         glca_block_index (int): SA block GLCA runs beside. Defaults to -1.
         drop_path_rate (float): stochastic depth rate. Defaults to 0.
         sa_only_inference (bool): skip GLCA at inference. Defaults to False.
+        use_glca (bool): build the GLCA branch (False for ablations). Defaults to True.
+        use_pwca (bool): train with the PWCA branch (False for ablations). Defaults to True.
         init_cfg (dict, optional): a ``Pretrained`` init_cfg without ``prefix`` names a timm
             checkpoint file; with ``prefix`` (e.g. ``'backbone.'`` of an mmpretrain DCAL
             checkpoint) it is handled by mmengine as usual.
@@ -41,6 +44,8 @@ class DCALVisionTransformer(BaseModule):
             glca_block_index: int = -1,
             drop_path_rate: float = 0.0,
             sa_only_inference: bool = False,
+            use_glca: bool = True,
+            use_pwca: bool = True,
             init_cfg: Optional[dict] = None,
             **timm_kwargs,
     ) -> None:
@@ -51,7 +56,8 @@ class DCALVisionTransformer(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.dcal = DCALViT.from_timm(
             model_name, img_size=img_size, num_classes=0, local_query_ratio=local_query_ratio,
-            glca_block_index=glca_block_index, drop_path_rate=drop_path_rate, **timm_kwargs)
+            glca_block_index=glca_block_index, drop_path_rate=drop_path_rate, use_glca=use_glca, use_pwca=use_pwca,
+            **timm_kwargs)
         self.dcal.sa_only_inference = sa_only_inference
 
     @property
@@ -70,10 +76,10 @@ class DCALVisionTransformer(BaseModule):
         print_log(f'DCALVisionTransformer: loaded timm checkpoint {timm_file} '
                   f'({self.dcal.vit.pretrained_cfg["architecture"]}, grid {self.dcal.grid_size})', logger='current')
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Images ``[B, 3, H, W]`` -> branch features ``(sa, glca[, pwca])``, each ``[B, C]``."""
+    def forward(self, x: Tensor) -> Tuple[Optional[Tensor], ...]:
+        """Images ``[B, 3, H, W]`` -> branch features ``(sa, glca, pwca)``, each ``[B, C]`` or None (branch not run)."""
         out = self.dcal(x)
-        return tuple(f for f in (out.sa_feature, out.glca_feature, out.pwca_feature) if f is not None)
+        return out.sa_feature, out.glca_feature, out.pwca_feature
 
     def _timm_checkpoint(self) -> Optional[str]:
         """The timm file named by a ``Pretrained`` init_cfg without ``prefix``, else None."""

@@ -24,6 +24,8 @@ class DCALClsHead(ClsHead):
     ``weight_*`` (``exp(-w)``). Prediction: ``pred_score = (softmax(sa) + softmax(glca)) / 2``,
     the paper's summed probabilities halved so they stay a distribution (same argmax); the branch
     probabilities are kept as ``sa_score`` and ``glca_score`` for :class:`DCALBranchAccuracy`.
+    A branch whose feature is None (switched off in the backbone for an ablation) has no loss
+    term, no log entries and no score; without GLCA the prediction is SA's.
 
     Args:
         num_classes (int): number of classes K.
@@ -50,32 +52,37 @@ class DCALClsHead(ClsHead):
         self.glca_fc = nn.Linear(in_channels, num_classes)
         self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES), log_var_bounds=log_var_bounds)
 
-    def forward(self, feats: Sequence[Tensor]) -> Tuple[Tensor, ...]:
-        """Branch features ``(sa, glca[, pwca])`` ``[B, C]`` -> logits ``[B, K]`` in the same order."""
+    def forward(self, feats: Sequence[Optional[Tensor]]) -> Tuple[Optional[Tensor], ...]:
+        """Branch features ``(sa, glca[, pwca])`` ``[B, C]`` or None -> logits ``[B, K]`` or None, in the same order."""
         classifiers = (self.sa_fc, self.glca_fc, self.sa_fc)
-        return tuple(classifier(feature) for classifier, feature in zip(classifiers, feats))
+        return tuple(None if feature is None else classifier(feature) for classifier, feature in zip(classifiers, feats))
 
-    def loss(self, feats: Sequence[Tensor], data_samples: List[DataSample], **kwargs) -> dict:
-        """Uncertainty-weighted branch losses (needs the three train-mode features)."""
+    def loss(self, feats: Sequence[Optional[Tensor]], data_samples: List[DataSample], **kwargs) -> dict:
+        """Uncertainty-weighted losses of the branches present in the train-mode features ``(sa, glca, pwca)``."""
         if len(feats) != len(BRANCHES):
-            raise ValueError(f'DCALClsHead.loss needs the {len(BRANCHES)} train-mode branch features '
-                             f'{BRANCHES}, got {len(feats)}: is the backbone in train mode?')
-        branch_losses = [self._get_loss(logits, data_samples, **kwargs)['loss'] for logits in self(feats)]
+            raise ValueError(f'DCALClsHead.loss needs the branch features {BRANCHES} (None for a branch switched '
+                             f'off), got {len(feats)}')
+        branch_losses = [None if logits is None else self._get_loss(logits, data_samples, **kwargs)['loss']
+                         for logits in self(feats)]
+        present = [name for name, value in zip(BRANCHES, branch_losses) if value is not None]
         terms = self.loss_weighting.terms(branch_losses)
         weights = self.loss_weighting.weights
-        losses = {f'loss_{name}': term for name, term in zip(BRANCHES, terms)}
-        losses.update({f'ce_{name}': value.detach() for name, value in zip(BRANCHES, branch_losses)})
-        losses.update({f'weight_{name}': weight for name, weight in zip(BRANCHES, weights)})
+        losses = {f'loss_{name}': term for name, term in zip(present, terms)}
+        for name, value, weight in zip(BRANCHES, branch_losses, weights):
+            if value is not None:
+                losses.update({f'ce_{name}': value.detach(), f'weight_{name}': weight})
         return losses
 
-    def predict(self, feats: Sequence[Tensor], data_samples: Optional[List[DataSample]] = None) -> List[DataSample]:
+    def predict(self, feats: Sequence[Optional[Tensor]],
+                data_samples: Optional[List[DataSample]] = None) -> List[DataSample]:
         """Data samples with ``pred_score``/``pred_label`` (fused SA + GLCA) and the branch scores."""
-        branch_scores = [logits.softmax(dim=-1).detach() for logits in self(feats)[:2]]
-        fused = torch.stack(branch_scores).mean(dim=0)
+        branch_scores = {name: logits.softmax(dim=-1).detach()
+                         for name, logits in zip(BRANCHES[:2], self(feats)[:2]) if logits is not None}
+        fused = torch.stack(list(branch_scores.values())).mean(dim=0)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(fused.shape[0])]
         for index, sample in enumerate(data_samples):
             sample.set_pred_score(fused[index]).set_pred_label(fused[index].argmax(dim=-1, keepdim=True))
-            for name, scores in zip(BRANCHES, branch_scores):
+            for name, scores in branch_scores.items():
                 sample.set_field(scores[index], f'{name}_score', dtype=torch.Tensor)
         return data_samples

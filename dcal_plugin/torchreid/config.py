@@ -20,6 +20,8 @@ def get_default_config() -> CfgNode:
     cfg.model.local_query_ratio = 0.3  # R, GLCA's share of patches (the paper's Re-ID value)
     cfg.model.glca_block_index = -1  # SA block GLCA runs beside
     cfg.model.drop_path_rate = 0.1  # stochastic depth (TransReID's rate; the paper gives none)
+    cfg.model.use_glca = True  # False: no GLCA branch (ablations)
+    cfg.model.use_pwca = True  # False: train without PWCA (ablations)
     cfg.model.timm_kwargs = CfgNode(new_allowed=True)  # extra timm.create_model arguments (e.g. depth, patch_size)
 
     cfg.data = CfgNode()
@@ -98,6 +100,8 @@ def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'local_query_ratio': cfg.model.local_query_ratio,
         'glca_block_index': cfg.model.glca_block_index,
         'drop_path_rate': cfg.model.drop_path_rate,
+        'use_glca': cfg.model.use_glca,
+        'use_pwca': cfg.model.use_pwca,
         **dict(cfg.model.timm_kwargs),
     }
 

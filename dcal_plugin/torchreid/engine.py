@@ -14,7 +14,7 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
     Per step: the train forward runs SA, GLCA and PWCA (each image's PWCA partner is another
     image of the batch); each branch's loss is ``weight_x·CE(logits) + weight_t·triplet(feature)``
     with torchreid's own criteria (label smoothing and hard-mining triplet, TransReID's baseline);
-    the three are combined by the model's ``loss_weighting``. The returned meters are the total
+    the three (or those not switched off) are combined by the model's ``loss_weighting``. The returned meters are the total
     and per-branch losses, the weights ``w_*`` = exp(-log_var) and the SA ID accuracy.
 
     Construction fails with a clear message when the scheduler is None (torchreid's checkpoints
@@ -46,15 +46,18 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         if self.weight_t > 0:
             check_triplet_batch(pids)
         output = self.model(imgs)
-        branch_losses = [self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'), pids)
+        branch_losses = [None if getattr(output, f'{name}_feature') is None else
+                         self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'), pids)
                          for name in BRANCHES]
         loss = self.model.loss_weighting(branch_losses)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        present = [(name, value, weight) for name, value, weight in
+                   zip(BRANCHES, branch_losses, self.model.loss_weighting.weights.tolist()) if value is not None]
         summary = {'loss': loss.item()}
-        summary.update({f'loss_{name}': value.item() for name, value in zip(BRANCHES, branch_losses)})
-        summary.update(zip((f'w_{name}' for name in BRANCHES), self.model.loss_weighting.weights.tolist()))
+        summary.update({f'loss_{name}': value.item() for name, value, _ in present})
+        summary.update({f'w_{name}': weight for name, _, weight in present})
         summary['acc'] = torchreid.metrics.accuracy(output.sa_logits, pids)[0].item()
         return summary
 

@@ -39,17 +39,18 @@ def evaluate_branches(engine, dist_metric: str = 'euclidean', normalize_feature:
                       use_metric_cuhk03: bool = False) -> Dict[str, Dict[str, RankResult]]:
     """``{test set: {'SA' | 'GLCA' | 'SA+GLCA': RankResult}}`` for a DCALEngine's model on its test loaders.
 
-    The eval feature ``[N, 2C]`` is split into SA ``[:, :C]`` and GLCA ``[:, C:]``; each of the
+    Without GLCA only 'SA' is scored. The eval feature ``[N, 2C]`` is split into SA ``[:, :C]`` and GLCA ``[:, C:]``; each of the
     three is normalised (if asked), compared with torchreid's ``compute_distance_matrix`` and
     scored by its ``evaluate_rank``, exactly as torchreid's test scores the concatenation.
     """
     width = engine.model.feature_dim
+    features = FEATURES if len(engine.model.retrieval_features) == 2 else FEATURES[:1]
     results = {}
     for name, loaders in engine.test_loader.items():
         query, q_pids, q_camids = extract_features(engine, loaders['query'])
         gallery, g_pids, g_camids = extract_features(engine, loaders['gallery'])
         results[name] = {}
-        for feature, columns in zip(FEATURES, (slice(0, width), slice(width, None), slice(None))):
+        for feature, columns in zip(features, (slice(0, width), slice(width, None), slice(None))):
             qf, gf = query[:, columns], gallery[:, columns]
             if normalize_feature:
                 qf, gf = F.normalize(qf, p=2, dim=1), F.normalize(gf, p=2, dim=1)

@@ -39,7 +39,9 @@ class DCALReID(nn.Module):
     SA, BNNeck and classifier included; its features are normalised with their own batch
     statistics and do not update SA's running statistics [ours]. The uncertainty weighting of
     the three branch losses is the submodule ``loss_weighting``, so torchreid's optimizer and
-    checkpoints include its ``log_vars``.
+    checkpoints include its ``log_vars``. A branch switched off in ``dcal`` (``use_glca``,
+    ``use_pwca``; ablations) has no BNNeck, classifier or output: without GLCA the retrieval
+    feature is SA's ``[B, C]``.
 
     Args:
         dcal (DCALViT): the backbone with its three branches, built with ``num_classes=0``.
@@ -57,29 +59,39 @@ class DCALReID(nn.Module):
         self.dcal = dcal
         self.num_classes = num_classes
         self.sa_bnneck = BNNeck(width)
-        self.glca_bnneck = BNNeck(width)
         self.sa_classifier = nn.Linear(width, num_classes, bias=False)
-        self.glca_classifier = nn.Linear(width, num_classes, bias=False)
-        for classifier in (self.sa_classifier, self.glca_classifier):
-            nn.init.normal_(classifier.weight, std=0.001)
+        nn.init.normal_(self.sa_classifier.weight, std=0.001)
+        if dcal.use_glca:
+            self.glca_bnneck = BNNeck(width)
+            self.glca_classifier = nn.Linear(width, num_classes, bias=False)
+            nn.init.normal_(self.glca_classifier.weight, std=0.001)
         self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES))
 
     @property
     def feature_dim(self) -> int:
-        """C, the width of one branch's feature; the retrieval feature has ``2C``."""
+        """C, the width of one branch's feature; the retrieval feature has ``2C`` (``C`` without GLCA)."""
         return self.dcal.vit.embed_dim
+
+    @property
+    def retrieval_features(self) -> Tuple[str, ...]:
+        """The branches whose BNNeck features make up the retrieval feature, in order."""
+        return ('sa', 'glca') if self.dcal.use_glca else ('sa',)
 
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> Union[DCALOutput, Tensor]:
         """Images ``[B, 3, H, W]`` -> train: :class:`DCALOutput` (features ``[B, C]``, logits ``[B, K]``); eval: ``[B, 2C]``."""
         out = self.dcal(x, distractor_index)
         if not self.training:
-            return torch.cat([self.sa_bnneck(out.sa_feature), self.glca_bnneck(out.glca_feature)], dim=-1)
+            return torch.cat([getattr(self, f'{name}_bnneck')(getattr(out, f'{name}_feature'))
+                              for name in self.retrieval_features], dim=-1)
+        glca_logits = pwca_logits = None
+        if out.glca_feature is not None:
+            glca_logits = self.glca_classifier(self.glca_bnneck(out.glca_feature))
+        if out.pwca_feature is not None:
+            pwca_logits = self.sa_classifier(self.sa_bnneck.normalize_with_batch_statistics(out.pwca_feature))
         return DCALOutput(
             sa_feature=out.sa_feature, glca_feature=out.glca_feature, pwca_feature=out.pwca_feature,
-            sa_logits=self.sa_classifier(self.sa_bnneck(out.sa_feature)),
-            glca_logits=self.glca_classifier(self.glca_bnneck(out.glca_feature)),
-            pwca_logits=self.sa_classifier(self.sa_bnneck.normalize_with_batch_statistics(out.pwca_feature)),
-            local_query_index=out.local_query_index)
+            sa_logits=self.sa_classifier(self.sa_bnneck(out.sa_feature)), glca_logits=glca_logits,
+            pwca_logits=pwca_logits, local_query_index=out.local_query_index)
 
 
 def build_dcal_reid(
@@ -90,15 +102,18 @@ def build_dcal_reid(
         local_query_ratio: float = 0.3,
         glca_block_index: int = -1,
         drop_path_rate: float = 0.1,
+        use_glca: bool = True,
+        use_pwca: bool = True,
         **timm_kwargs,
 ) -> DCALReID:
     """DCALReID on timm's ``model_name`` at ``img_size`` (H, W), optionally from a local timm checkpoint.
 
     ``local_query_ratio`` defaults to the paper's Re-ID R = 30%; ``drop_path_rate`` to TransReID's
-    0.1 (the paper gives no rate). ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``).
+    0.1 (the paper gives no rate). ``use_glca``/``use_pwca`` switch a branch off (ablations).
+    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``).
     """
     dcal = DCALViT.from_timm(
         model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0,
         local_query_ratio=local_query_ratio, glca_block_index=glca_block_index, drop_path_rate=drop_path_rate,
-        **timm_kwargs)
+        use_glca=use_glca, use_pwca=use_pwca, **timm_kwargs)
     return DCALReID(dcal, num_classes)

@@ -26,7 +26,8 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     model = model.to('cuda' if cfg.use_gpu else 'cpu')
     optimizer = build_optimizer(model, **optimizer_kwargs(cfg))
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(cfg))
-    print('Building DCAL engine (SA + GLCA + PWCA, cross-entropy + triplet per branch, uncertainty-weighted)')
+    branches = ['SA'] + [name for name, used in (('GLCA', cfg.model.use_glca), ('PWCA', cfg.model.use_pwca)) if used]
+    print(f'Building DCAL engine ({" + ".join(branches)}, cross-entropy + triplet per branch, uncertainty-weighted)')
     return DCALEngine(datamanager, model, optimizer, scheduler=scheduler, **engine_kwargs(cfg))
 
 

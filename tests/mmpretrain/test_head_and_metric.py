@@ -44,11 +44,11 @@ def test_loss_is_the_uncertainty_weighted_sum_of_branch_cross_entropies():
 
 
 def test_label_smoothing_loss_config_is_used():
-    smooth = head(loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1))
-    plain = head()
-    plain.load_state_dict(smooth.state_dict())
-    feats, data = features(), samples([0, 1, 2, 3])
-    assert smooth.loss(feats, data)['ce_sa'] > plain.loss(feats, data)['ce_sa']
+    model = head(loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1))
+    feats, target = features(), torch.tensor([0, 1, 2, 3])
+    log_p = model.sa_fc(feats[0]).log_softmax(-1)
+    smoothed = 0.9 * F.one_hot(target, 5) + 0.1 / 5  # mmpretrain's 'original' mode
+    torch.testing.assert_close(model.loss(feats, samples(target.tolist()))['ce_sa'], -(smoothed * log_p).sum(-1).mean())
 
 
 def test_predict_fuses_sa_and_glca_probabilities():
@@ -63,13 +63,29 @@ def test_predict_fuses_sa_and_glca_probabilities():
         torch.testing.assert_close(sample.glca_score, glca[index])
 
 
-def test_predict_with_sa_only_and_loss_needs_three_branches():
+def test_predict_with_sa_only_and_loss_needs_three_branch_entries():
     model = head()
-    [sample] = model.predict(features(batch=1, branches=1))
-    torch.testing.assert_close(sample.pred_score, model.sa_fc(features(batch=1, branches=1)[0])[0].softmax(-1))
+    sa = features(batch=1, branches=1)[0]
+    [sample] = model.predict((sa, None))  # eval features with GLCA skipped (SA-only inference)
+    torch.testing.assert_close(sample.pred_score, model.sa_fc(sa)[0].softmax(-1))
     assert 'glca_score' not in sample
-    with pytest.raises(ValueError, match='three|3 train-mode branch features'):
+    with pytest.raises(ValueError, match='branch features'):
         model.loss(features(branches=2), samples([0, 1, 2, 3]))
+
+
+def test_loss_without_a_switched_off_branch_weights_the_others_only():
+    model = head()
+    with torch.no_grad():
+        model.loss_weighting.log_vars.copy_(torch.tensor([0.2, -0.4, 0.9]))
+    sa, _, pwca = features()
+    target = torch.tensor([0, 1, 2, 3])
+    losses = model.loss((sa, None, pwca), samples(target.tolist()))
+    assert set(losses) == {'loss_sa', 'loss_pwca', 'ce_sa', 'ce_pwca', 'weight_sa', 'weight_pwca'}
+    for name, feature, log_var in (('sa', sa, 0.2), ('pwca', pwca, 0.9)):
+        ce = F.cross_entropy(model.sa_fc(feature), target)
+        torch.testing.assert_close(losses[f'loss_{name}'], 0.5 * (math.exp(-log_var) * ce + log_var))
+    (losses['loss_sa'] + losses['loss_pwca']).backward()
+    assert model.loss_weighting.log_vars.grad[1] == 0 and model.glca_fc.weight.grad is None
 
 
 def test_branch_accuracy_matches_a_direct_count():

@@ -145,3 +145,21 @@ def test_step_combines_ce_and_triplet_per_branch_with_the_uncertainty_weights(ve
     assert [summary[f'w_{name}'] for name in ('sa', 'glca', 'pwca')] == pytest.approx(torch.exp(-log_vars).tolist())
     hits = (out.sa_logits.argmax(1) == batch['pid']).float().mean().item()
     assert hits > 0 and summary['acc'] == pytest.approx(100 * hits)
+
+
+@pytest.mark.parametrize('use_pwca', [True, False])
+def test_without_glca_the_engine_trains_the_remaining_branches_and_scores_sa(veri_data, tmp_path, use_pwca):
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'model.use_glca', False,
+                                      'model.use_pwca', use_pwca))
+    assert not hasattr(engine.model, 'glca_classifier') and not hasattr(engine.model.dcal, 'glca_block')
+    batch = {'img': torch.randn(8, 3, 32, 32), 'pid': torch.tensor([0] * 4 + [1] * 4)}
+    engine.model.train()
+    summary = engine.forward_backward(batch)
+    want = {'loss', 'loss_sa', 'w_sa', 'acc'} | ({'loss_pwca', 'w_pwca'} if use_pwca else set())
+    assert set(summary) == want
+    log_vars = engine.model.loss_weighting.log_vars
+    assert log_vars.grad[1] == 0 and (log_vars.grad[2] != 0) == use_pwca
+    results = evaluate_branches(engine)['veri776']
+    assert list(results) == ['SA']
+    query, *_ = eval_features(engine.model, engine.test_loader['veri776']['query'])
+    assert query.shape == (4, TINY_MODEL['embed_dim'])
