@@ -26,7 +26,7 @@ demo: install
 		--clutter 0.2 --digit-colour white --train-per-class 150 --test-per-class 30
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO)/work_dir
 	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --work-dir $(DEMO)/work_dir
-	$(PY) tools/vis_rollout.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --test-set 4 --out $(DEMO)/heatmaps
+	$(PY) tools/vis_rollout.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --test-set 4 --zoom 4 --out $(DEMO)/heatmaps
 
 # Re-ID through torchreid's engine on the built-in digits in the VeRi-776 layout.
 demo-reid: install

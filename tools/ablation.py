@@ -28,12 +28,12 @@ VARIANTS = {
     'SA + PWCA': dict(use_glca=False, use_pwca=True),
     'DCAL (SA + GLCA + PWCA)': dict(use_glca=True, use_pwca=True),
 }
-# At --scale 1: the demo's digits-CUB task with 100 training images per class, and the demo's digits-VeRi task.
-FGVC_DATA = dict(image_size=48, digit_scale=(0.55, 0.9), clutter=0.2, digit_colour='white', train_per_class=100,
+# At --scale 1: the demo's data sets (digits-CUB, digits-VeRi) with 60% of the demos' epochs.
+FGVC_DATA = dict(image_size=48, digit_scale=(0.55, 0.9), clutter=0.2, digit_colour='white', train_per_class=150,
                  test_per_class=30)
 REID_DATA = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_ids=30, images_per_train_id=40,
                  num_test_ids=50, gallery_per_test_id=5, num_cameras=6)
-FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 12, 16, 4
+FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 15, 24, 4
 LABELS = dict(sa='SA top-1', glca='GLCA top-1', fused='fused top-1')
 
 

@@ -26,6 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--test-set', type=int, default=0, metavar='N',
                         help='also draw the first N images of the config\'s test set')
     parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--zoom', type=int, default=1, help='enlarge the pictures this many times (small images)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
     return parser.parse_args()
 
@@ -52,9 +53,10 @@ def main() -> None:
         sample = pipeline(dict(img_path=image_path))
         with torch.no_grad():
             prediction = model.test_step({'inputs': [sample['inputs']], 'data_samples': [sample['data_samples']]})[0]
-        picture = draw_rollouts(model, [sample])[0]
+        picture = Image.fromarray(draw_rollouts(model, [sample])[0])
+        picture = picture.resize((picture.width * args.zoom, picture.height * args.zoom), Image.NEAREST)
         target = out / f'{Path(image_path).stem}_rollout.png'
-        Image.fromarray(picture).save(target)
+        picture.save(target)
         print(f'{image_path}: ' + '  '.join(
             f'{name} {_label(prediction.get(key), classes)}' for name, key in
             (('fused', 'pred_score'), ('SA', 'sa_score'), ('GLCA', 'glca_score')) if key in prediction)
@@ -62,11 +64,12 @@ def main() -> None:
 
 
 def test_set_images(cfg: Config, count: int) -> list:
-    """Paths of the first ``count`` images of the config's test dataset."""
+    """Paths of ``count`` images spread evenly over the config's test dataset (so over its classes)."""
     if count <= 0:
         return []
     dataset = DATASETS.build(dict(cfg.test_dataloader.dataset, pipeline=[]))
-    return [dataset.get_data_info(index)['img_path'] for index in range(min(count, len(dataset)))]
+    step = max(1, len(dataset) // count)
+    return [dataset.get_data_info(index)['img_path'] for index in range(0, len(dataset), step)[:count]]
 
 
 def _label(scores, classes) -> str:

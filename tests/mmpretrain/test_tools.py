@@ -53,5 +53,10 @@ def test_vis_rollout_writes_side_by_side_pictures(trained, digits_roots, tmp_pat
     for image in images:
         with Image.open(tmp_path / f'{image.stem}_rollout.png') as picture:
             assert picture.format == 'PNG' and picture.size == (3 * 32 + 8, 32)
-    output = run_tool(REPO / 'tools' / 'vis_rollout.py', config, checkpoint, '--test-set', 3, '--out', tmp_path / 'test')
-    assert len(list((tmp_path / 'test').glob('*_rollout.png'))) == 3 and output.count('-> ') == 3
+    output = run_tool(REPO / 'tools' / 'vis_rollout.py', config, checkpoint, '--test-set', 3, '--zoom', 2,
+                      '--out', tmp_path / 'test')
+    pictures = sorted((tmp_path / 'test').glob('*_rollout.png'))
+    assert len(pictures) == 3 and output.count('-> ') == 3
+    assert len({picture.name.split('_')[0] for picture in pictures}) == 3  # spread over the test set's classes
+    with Image.open(pictures[0]) as picture:
+        assert picture.size == (2 * (3 * 32 + 8), 2 * 32)
