@@ -2,6 +2,7 @@
 import argparse
 import os
 import os.path as osp
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -9,7 +10,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a DCAL classifier')
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='folder for logs and checkpoints (default: work_dirs/CONFIG_NAME)')
@@ -24,7 +25,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (pytorch: torchrun, see tools/dist_train.sh)')
     parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 

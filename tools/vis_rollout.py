@@ -10,12 +10,10 @@ from pathlib import Path
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose
-from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
-from mmpretrain.registry import DATASETS, MODELS
+from mmpretrain.registry import DATASETS
 from PIL import Image
 
-from dcal_plugin.mmpretrain import OWN_CHECKPOINT, draw_rollouts
+from dcal_plugin.mmpretrain import build_trained_model, draw_rollouts
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,14 +34,9 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    init_default_scope('mmpretrain')
-    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     if not args.images and args.test_set <= 0:
         raise SystemExit('give IMAGE paths or --test-set N')
-    model = MODELS.build(cfg.model)
-    checkpoint = load_checkpoint(model, OWN_CHECKPOINT + args.checkpoint, map_location='cpu')
-    classes = checkpoint.get('meta', {}).get('dataset_meta', {}).get('classes')
-    model.eval()
+    model, classes = build_trained_model(cfg, args.checkpoint)
     pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

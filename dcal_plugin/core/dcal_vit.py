@@ -1,7 +1,7 @@
 """DCAL on a timm Vision Transformer: SA, GLCA and PWCA branches (Zhu et al., CVPR 2022, arXiv 2205.02151)."""
 import collections.abc
 import copy
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -146,13 +146,19 @@ class DCALViT(nn.Module):
             glca_logits=glca_logits, pwca_logits=pwca_logits, local_query_index=local_query_index)
 
     @torch.no_grad()
+    def attention_maps(self, x: Tensor, num_blocks: Optional[int] = None) -> List[Tensor]:
+        """Head-averaged SA attention maps ``[B, N, N]`` of the first ``num_blocks`` blocks (default all), no gradient."""
+        stream, maps = self._embed(x), []
+        for block in self.vit.blocks[:num_blocks]:
+            stream, read_map = self_and_pair_attention_block(block, stream, need_weights=True)
+            maps.append(read_map())
+        return maps
+
+    @torch.no_grad()
     def rollout_map(self, x: Tensor) -> Tensor:
         """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for heat-maps)."""
-        stream, maps = self._embed(x), []
-        for block in self.vit.blocks[:self.glca_block_index + 1]:
-            stream, read_map = self_and_pair_attention_block(block, stream, need_weights=True)
-            maps.append(read_map)
-        return class_token_rollout(_MapsOnRead(maps), self.residual_weight).reshape(x.shape[0], *self.grid_size)
+        maps = self.attention_maps(x, self.glca_block_index + 1)
+        return class_token_rollout(maps, self.residual_weight).reshape(x.shape[0], *self.grid_size)
 
     def _embed(self, x: Tensor) -> Tensor:
         """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding)."""

@@ -7,10 +7,10 @@ from .dataset_check_hook import DatasetCheckHook, check_image_files
 from .head import DCALClsHead
 from .metrics import DCALBranchAccuracy
 from .rollout_hook import AttentionRolloutHook, draw_rollouts
-from .runner import OWN_CHECKPOINT, DCALRunner
+from .runner import OWN_CHECKPOINT, DCALRunner, build_trained_model
 from .seed_hook import EpochSeedHook
 
 __all__ = [
     'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook',
-    'EpochSeedHook', 'OWN_CHECKPOINT', 'check_image_files', 'draw_rollouts',
+    'EpochSeedHook', 'OWN_CHECKPOINT', 'build_trained_model', 'check_image_files', 'draw_rollouts',
 ]

@@ -5,13 +5,18 @@ tensors (the message hub's ``HistoryBuffer``, NumPy scalars, ``builtins.getattr`
 dtypes), so resuming or testing a run's checkpoint fails. Allow-listing those globals would allow
 them for every file. Instead, paths prefixed with :data:`OWN_CHECKPOINT` are read by
 :func:`load_own_checkpoint` with ``weights_only=False``, and only three callers use the prefix:
-``DCALRunner.resume``, ``tools/test.py`` and ``tools/vis_rollout.py``, all on checkpoints written by
-``tools/train.py``. Every other load (timm weights, ``load_from``, ``init_cfg``) keeps
+``DCALRunner.resume``, ``tools/test.py`` and :func:`build_trained_model` (``tools/vis_rollout.py``,
+``tools/localization.py``), all on checkpoints written by ``tools/train.py``. Every other load (timm weights, ``load_from``, ``init_cfg``) keeps
 ``weights_only=True``. Resume and test only checkpoints that your own runs wrote.
 """
+from typing import Optional, Sequence, Tuple
+
 import torch
-from mmengine.registry import RUNNERS
-from mmengine.runner import CheckpointLoader, Runner
+from mmengine.config import Config
+from mmengine.registry import RUNNERS, init_default_scope
+from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
+from mmpretrain.registry import MODELS
+from torch import nn
 
 OWN_CHECKPOINT = 'dcal-own-checkpoint://'
 
@@ -31,3 +36,13 @@ class DCALRunner(Runner):
     def resume(self, filename: str, *args, **kwargs) -> None:
         """Resume from a checkpoint written by a run of this project (see the module docstring)."""
         super().resume(OWN_CHECKPOINT + str(filename), *args, **kwargs)
+
+
+def build_trained_model(cfg: Config, checkpoint: str) -> Tuple[nn.Module, Optional[Sequence[str]]]:
+    """The config's model in eval mode with the weights of a checkpoint this project's runs wrote, and its class names."""
+    init_default_scope('mmpretrain')
+    model_cfg = cfg.model.copy()
+    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    model = MODELS.build(model_cfg)
+    loaded = load_checkpoint(model, OWN_CHECKPOINT + str(checkpoint), map_location='cpu')
+    return model.eval(), loaded.get('meta', {}).get('dataset_meta', {}).get('classes')

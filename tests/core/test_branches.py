@@ -45,6 +45,19 @@ def test_glca_matches_per_query_loop(glca_block_index):
             torch.testing.assert_close(out.glca_logits[b], model.glca_head(feature), rtol=1e-4, atol=1e-4)
 
 
+def test_attention_maps_are_each_blocks_head_mean_of_timms_tokens():
+    model = DCALViT(make_tiny_vit())
+    x = images(batch=2)
+    maps = model.attention_maps(x)
+    assert len(maps) == 3 and len(model.attention_maps(x, 2)) == 2
+    tokens = sa_tokens_per_block(model.vit, x)
+    with torch.no_grad():
+        for l, block in enumerate(model.vit.blocks):
+            for b in range(2):
+                torch.testing.assert_close(maps[l][b], head_mean_attention(block, tokens[l][b]), rtol=1e-4, atol=1e-6)
+    assert not maps[0].requires_grad
+
+
 def test_rollout_map_is_the_class_row_on_the_patch_grid():
     model = DCALViT(make_tiny_vit()).eval()
     x = images(batch=2)

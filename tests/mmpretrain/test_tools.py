@@ -60,3 +60,55 @@ def test_vis_rollout_writes_side_by_side_pictures(trained, digits_roots, tmp_pat
     assert len({picture.name.split('_')[0] for picture in pictures}) == 3  # spread over the test set's classes
     with Image.open(pictures[0]) as picture:
         assert picture.size == (2 * (3 * 32 + 8), 2 * 32)
+
+
+def test_localization_scores_against_a_direct_count(trained, digits_roots, tmp_path):
+    """tools/localization.py: the chance level equals a direct per-patch count of the boxes; a model compared with itself ties."""
+    import json
+
+    import numpy as np
+    config, checkpoint = trained
+    output = run_tool(REPO / 'tools' / 'localization.py', config, checkpoint, '--baseline', checkpoint,
+                      '--out-dir', tmp_path, '--grid', 3, '--zoom', 2)
+    assert '| DCAL |' in output and '| baseline |' in output
+    result = json.loads((tmp_path / 'localization.json').read_text())
+    root = digits_roots['cub']
+    test_ids = [line.split()[0] for line in (root / 'train_test_split.txt').read_text().splitlines()
+                if line.split()[1] == '0']
+    boxes = {fields[0]: [float(v) for v in fields[1:]] for fields in
+             (line.split() for line in (root / 'bounding_boxes.txt').read_text().splitlines())}
+    shares = []
+    for key in test_ids:  # 32x32 inputs, no resize in the small config: 4x4 patches of 8x8 pixels
+        x, y, w, h = boxes[key]
+        pixels = np.zeros((32, 32))
+        pixels[round(y):round(y + h), round(x):round(x + w)] = 1
+        inside = [pixels[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].mean() >= 0.5 for r in range(4) for c in range(4)]
+        shares.append(100 * np.mean(inside))
+    assert result['images'] == len(test_ids) == 20 and result['local_queries'] == 2
+    assert result['results']['DCAL']['chance'] == pytest.approx(np.mean(shares))
+    assert result['results']['baseline'] == result['results']['DCAL']
+    for value in result['results']['DCAL'].values():
+        assert 0 <= value <= 100
+    with Image.open(tmp_path / 'rollout_grid.png') as picture:
+        assert picture.size == (2 * (3 * 32 + 8), 3 * (2 * 32 + 4))
+
+
+def test_box_mask_follows_the_test_pipelines_resize_and_crop():
+    """A box on a 40x32 (HxW) image, through ResizeEdge(short 16) + CenterCrop(16): rows scale by 1/2 and lose 2 on each side."""
+    import importlib.util
+
+    import numpy as np
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+    spec = importlib.util.spec_from_file_location('localization', REPO / 'tools' / 'localization.py')
+    localization = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(localization)
+    init_default_scope('mmpretrain')
+    pipeline = Compose([dict(type='ResizeEdge', scale=16, edge='short'), dict(type='CenterCrop', crop_size=16),
+                        dict(type='PackInputs')])
+    mask = localization.box_mask(pipeline, (40, 32), (8.0, 12.0, 16.0, 16.0))  # x 8..24, y 12..28
+    want = np.zeros((16, 16), bool)
+    want[4:12, 4:12] = True  # resized: x 4..12, y 6..14 of 20 rows; cropped rows 2..18 -> y 4..12
+    assert mask.shape == (16, 16) and (mask == want).mean() > 0.95
+    assert localization.patches_inside(want, (4, 4)).reshape(4, 4).tolist() == [
+        [False] * 4, [False, True, True, False], [False, True, True, False], [False] * 4]
