@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
+ABLATION := work_dirs/ablation/fgvc
 
 .PHONY: install test demo demo-reid bench ablation clean
 
@@ -36,9 +37,14 @@ demo-reid: install
 bench: install
 	$(PY) -m benchmarks.speed
 
-# SA only / SA + GLCA / SA + PWCA / DCAL, 3 seeds, FGVC and Re-ID on the digits -> docs/ablation.{md,png,json}.
+# SA only / SA + GLCA / SA + PWCA / DCAL, 3 seeds, FGVC and Re-ID on the digits -> docs/ablation.{md,png,json};
+# then the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0) -> docs/localization.md, rollout_grid.png.
 ablation: install
 	$(PY) tools/ablation.py
+	$(PY) tools/localization.py $(DEMO_CONFIG) $$(cat $(ABLATION)/DCAL/seed0/last_checkpoint) \
+		--baseline $$(cat $(ABLATION)/SA_only/seed0/last_checkpoint) --baseline-name 'plain ViT (SA only)' \
+		--baseline-cfg-options model.backbone.use_glca=False model.backbone.use_pwca=False \
+		--cfg-options test_dataloader.dataset.data_root=work_dirs/ablation/data/CUB_200_2011 --out-dir docs
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -15,6 +15,7 @@ green, rollout overlay with the selected queries in cyan).
 """
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -118,11 +119,18 @@ def evaluate(config: Config, checkpoint: str, test_items: List[Tuple[Path, Box]]
     return model, scores, samples, masks
 
 
+def shown(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it (for the report)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
     parser.add_argument('checkpoint', help='a checkpoint written by tools/train.py (fully unpickled: your own runs only)')
     parser.add_argument('--baseline', help='a second checkpoint to compare, e.g. the SA-only model of tools/ablation.py')
+    parser.add_argument('--baseline-name', default='baseline', help='its row label, e.g. "plain ViT (SA only)"')
     parser.add_argument('--baseline-cfg-options', nargs='+', action=DictAction, default={},
                         help='config changes for the baseline, e.g. model.backbone.use_glca=False')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
@@ -139,15 +147,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     if args.baseline:
         baseline_config = Config.fromfile(args.config)
         baseline_config.merge_from_dict(dict(args.cfg_options, **args.baseline_cfg_options))
-        results['baseline'] = evaluate(baseline_config, args.baseline, test_items)[1]
+        results[args.baseline_name] = evaluate(baseline_config, args.baseline, test_items)[1]
     count = num_local_queries(model.backbone.dcal.vit.patch_embed.num_patches, model.backbone.dcal.local_query_ratio)
     lines = [
         '# Does the rollout find the region that decides the class?', '',
         f'{len(test_items)} test images of `{data_root}`; share (%) of the top-R = {count} patches that lie inside the '
         'box of `bounding_boxes.txt` (a patch counts when at least half of it is inside), mean over images. '
         'Chance: the share of R patches drawn at random (the box\'s share of the patch grid).', '',
-        f'- model: `{args.checkpoint}` (`{args.config}`)'] + (
-        [f'- baseline: `{args.baseline}` ({args.baseline_cfg_options})'] if args.baseline else []) + [
+        f'- model: `{shown(args.checkpoint)}` (`{args.config}`)'] + (
+        [f'- {args.baseline_name}: `{shown(args.baseline)}` ({args.baseline_cfg_options})'] if args.baseline else []) + [
         '', '| model | rollout top-R | last-layer class attention top-R | chance |', '|---|---|---|---|']
     for name, row in results.items():
         lines.append(f"| {name} | {row['rollout']:.1f} | {row['last-layer attention']:.1f} | {row['chance']:.1f} |")

@@ -10,8 +10,9 @@ from torch import Tensor
 class DCALOutput:
     """Branch outputs: features are the final normed class tokens ``[B, C]``, logits ``[B, K]``.
 
-    ``pwca_*`` are None in eval mode (PWCA only trains); ``*_logits`` are None for a model built
-    with ``num_classes=0``; ``glca_*`` and ``local_query_index`` are None in SA-only inference.
+    ``pwca_*`` are None in eval mode (PWCA only trains) and without PWCA (``use_pwca=False``);
+    ``*_logits`` are None for a model built with ``num_classes=0``; ``glca_*`` and
+    ``local_query_index`` are None in SA-only inference and without GLCA (``use_glca=False``).
     ``local_query_index`` ``[B, R]`` holds the patch positions (0-based, row-major on the patch
     grid) of GLCA's local queries.
     """
