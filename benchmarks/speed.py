@@ -299,6 +299,7 @@ def environment(device: torch.device, autocast_dtype: Optional[torch.dtype]) -> 
         device=device.type, device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model,
         torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
         threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+        allocator_env={key: value for key, value in os.environ.items() if key.startswith('MALLOC_')},
         dtype='float32' if autocast_dtype is None else f'autocast {autocast_dtype}'.replace('torch.', ''),
         load_average_at_start=os.getloadavg())
 
@@ -365,7 +366,8 @@ def header(result: Dict) -> str:
     return (f"DCAL ÷ timm on {result['device']} ({result['device_name']}), torch {result['torch']}, timm "
             f"{result['timm']}, {result['threads']} thread(s), {result['dtype']}; clock: {timing['clock']}; medians "
             f"of {timing['repeats']} eval / {timing['train_repeats']} train interleaved repeats after "
-            f"{timing['warmup']} warm-up. t = time ratio, F = FLOP ratio (attention counted on both sides), "
+            f"{timing['warmup']} warm-up; glibc malloc settings: {result['allocator_env'] or 'defaults'}. "
+            "t = time ratio, F = FLOP ratio (attention counted on both sides), "
             "t/F = their quotient (target ≤ 1.10), train mem = peak-memory ratio of the train step, "
             "rollout+sel = share of DCAL's eval forward in the class-token rollout and top-R selection, "
             "load = share of the machine's CPU time taken by other processes during the case.")

@@ -38,7 +38,7 @@ LABELS = dict(sa='SA top-1', glca='GLCA top-1', fused='fused top-1')
 
 
 def train_fgvc(data_root: Path, work_dir: Path, switches: Dict[str, bool], seed: int, epochs: int) -> Dict:
-    """One MMPretrain run of the demo config with ``switches``; returns ``{'epoch': [...], 'fused' | 'sa' | 'glca': [...]}`` (top-1 %)."""
+    """One MMPretrain run of the demo config with ``switches``: ``{'epoch', 'fused', 'sa'[, 'glca']}`` -> per-epoch top-1 (%)."""
     from mmengine.config import Config
     from mmengine.registry import RUNNERS
 
@@ -70,7 +70,7 @@ def train_fgvc(data_root: Path, work_dir: Path, switches: Dict[str, bool], seed:
 
 def train_reid(data_root: Path, save_dir: Path, switches: Dict[str, bool], seed: int, epochs: int,
                eval_every: int) -> Dict:
-    """One torchreid run of the demo config with ``switches``; returns ``{'epoch': [...], '<feature> mAP' | '<feature> R1': [...]}`` (%)."""
+    """One torchreid run of the demo config with ``switches``: ``{'epoch', '<feature> mAP', '<feature> R1'}`` -> per test (%)."""
     import torchreid
 
     from dcal_plugin.torchreid import build_engine, evaluate_branches, get_default_config
