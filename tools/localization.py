@@ -163,7 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / 'localization.md').write_text('\n'.join(lines))
     (args.out_dir / 'localization.json').write_text(json.dumps(
-        dict(config=args.config, checkpoint=args.checkpoint, baseline=args.baseline, images=len(test_items),
+        dict(config=args.config, checkpoint=shown(args.checkpoint), baseline=args.baseline and shown(args.baseline),
+             images=len(test_items),
              local_queries=count, results=results), indent=1))
     step = max(1, len(samples) // args.grid)
     picks = list(range(0, len(samples), step))[:args.grid]
