@@ -39,12 +39,21 @@ def load_tool(name):
 
 
 def write_reduced_timm_checkpoint(path: Path, model_name: str) -> torch.Tensor:
-    """What a user does with real weights, for a one-block model: timm builds it, torch saves its state_dict."""
+    """What a user does with real weights, for a one-block model: timm builds it, torch saves its state_dict.
+
+    Returns the first block's qkv weight, which a load must reproduce (a fresh init draws other values).
+    """
     torch.manual_seed(1)
     vit = timm.create_model(model_name, pretrained=False, depth=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(vit.state_dict(), path)
-    return vit.cls_token.detach().clone()
+    return vit.blocks[0].attn.qkv.weight.detach().clone()
+
+
+def checkpoint_column(command: str) -> str:
+    """The row's 'timm checkpoint' cell for ``command``."""
+    [row] = [row for row in ROWS if f'`{command}`' in row]
+    return re.findall(r'`([^`]+)`', row)[1]
 
 
 def test_the_document_has_every_row_of_the_papers_tables():
@@ -66,7 +75,9 @@ def test_fgvc_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
     assert data_root == Path('data') / folder
     data_root.parent.mkdir()
     make_demo_data(tmp_path / 'generated', layout, image_size=32, train_per_class=1, test_per_class=1).rename(data_root)
-    cls_token = write_reduced_timm_checkpoint(Path(cfg.model.backbone.checkpoint_path), cfg.model.backbone.model_name)
+    checkpoint = Path(cfg.model.backbone.checkpoint_path)
+    assert checkpoint.name == checkpoint_column(command) == f'{cfg.model.backbone.model_name}.pth'
+    qkv = write_reduced_timm_checkpoint(checkpoint, cfg.model.backbone.model_name)
     cfg.model.backbone.update(img_size=32, depth=1)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
@@ -78,7 +89,7 @@ def test_fgvc_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
     assert runner.iter == 3  # 10 images, the command's batch of 4
     backbone = runner.model.backbone.dcal.vit
     assert backbone.pretrained_cfg['architecture'] == cfg.model.backbone.model_name
-    torch.testing.assert_close(backbone.cls_token, cls_token, rtol=0, atol=1e-3)  # loaded, then 3 small Adam steps
+    torch.testing.assert_close(backbone.blocks[0].attn.qkv.weight, qkv, rtol=0, atol=1e-3)  # loaded, then 3 small steps
 
 
 @pytest.mark.parametrize('command', REID, ids=lambda c: Path(shlex.split(c)[3]).stem)
@@ -94,12 +105,14 @@ def test_reid_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
     dataset = cfg.data.sources[0]
     make_demo_data(Path(cfg.data.root), dataset, image_size=32, num_train_ids=2, images_per_train_id=4, num_test_ids=2,
                    gallery_per_test_id=2, num_cameras=2)
-    cls_token = write_reduced_timm_checkpoint(Path(cfg.model.checkpoint), MODEL_NAMES[cfg.model.name])
+    checkpoint = Path(cfg.model.checkpoint)
+    assert checkpoint.name == checkpoint_column(command) == f'{MODEL_NAMES[cfg.model.name]}.pth'
+    qkv = write_reduced_timm_checkpoint(checkpoint, MODEL_NAMES[cfg.model.name])
     cfg.merge_from_list(['data.height', 32, 'data.width', 32, 'data.workers', 0, 'train.batch_size', 8, 'test.ranks', [1],
                          'data.save_dir', str(tmp_path / 'log'), 'use_gpu', False])
     cfg.model.timm_kwargs.depth = 1
     engine = build_engine(cfg)
-    torch.testing.assert_close(engine.model.dcal.vit.cls_token, cls_token)
+    torch.testing.assert_close(engine.model.dcal.vit.blocks[0].attn.qkv.weight, qkv)
     engine.model.train()
     summary = engine.forward_backward(next(iter(engine.train_loader)))
     assert {'loss_sa', 'loss_glca', 'loss_pwca'} <= set(summary) and torch.isfinite(torch.tensor(summary['loss']))
