@@ -9,7 +9,6 @@ epoch of 3 iterations; Re-ID commands through ``tools/train_reid.py``'s parsing 
 import importlib.util
 import re
 import shlex
-import uuid
 from pathlib import Path
 
 import pytest
@@ -83,7 +82,6 @@ def test_fgvc_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
         cfg[loader].dataset.pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
         cfg[loader].update(num_workers=0, persistent_workers=False)
     cfg.train_cfg.update(max_epochs=1, val_interval=2)
-    cfg.experiment_name = uuid.uuid4().hex
     runner = train.build_runner(cfg)
     runner.train()
     assert runner.iter == 3  # 10 images, the command's batch of 4

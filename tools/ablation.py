@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -56,7 +55,6 @@ def train_fgvc(data_root: Path, work_dir: Path, switches: Dict[str, bool], seed:
     cfg.custom_hooks = [hook for hook in cfg.custom_hooks if hook['type'] != 'AttentionRolloutHook']
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = str(work_dir)
-    cfg.experiment_name = f'ablation_{uuid.uuid4().hex}'
     cfg.log_level = 'WARNING'
     RUNNERS.build(cfg).train()
     [scalars] = work_dir.glob('*/vis_data/scalars.json')

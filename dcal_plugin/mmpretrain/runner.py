@@ -9,6 +9,8 @@ them for every file. Instead, paths prefixed with :data:`OWN_CHECKPOINT` are rea
 ``tools/localization.py``), all on checkpoints written by ``tools/train.py``. Every other load (timm weights, ``load_from``, ``init_cfg``) keeps
 ``weights_only=True``. Resume and test only checkpoints that your own runs wrote.
 """
+import os.path as osp
+import uuid
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -31,7 +33,20 @@ CheckpointLoader.register_scheme(prefixes=OWN_CHECKPOINT, loader=load_own_checkp
 
 @RUNNERS.register_module()
 class DCALRunner(Runner):
-    """A ``Runner`` whose ``resume`` (``--resume``, ``resume=True``) reads the checkpoint through :func:`load_own_checkpoint`."""
+    """A ``Runner`` whose ``resume`` (``--resume``, ``resume=True``) reads the checkpoint through :func:`load_own_checkpoint`.
+
+    Its default experiment name is unique: mmengine names the logger and visualizer instances after
+    the experiment, by default the config name plus a timestamp in seconds, so two runners built in
+    one process within the same second (a sweep, an ablation, tests) would share one visualizer and
+    log into the first run's folder. A name given in the config (``experiment_name``) is kept.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs.get('experiment_name') is None:
+            cfg = kwargs.get('cfg')
+            stem = osp.splitext(osp.basename(cfg.filename))[0] if cfg is not None and cfg.filename else 'dcal'
+            kwargs['experiment_name'] = f'{stem}_{uuid.uuid4().hex[:8]}'  # mmengine appends the timestamp
+        super().__init__(*args, **kwargs)
 
     def resume(self, filename: str, *args, **kwargs) -> None:
         """Resume from a checkpoint written by a run of this project (see the module docstring)."""

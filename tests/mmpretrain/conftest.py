@@ -1,5 +1,4 @@
 """Digits data in the CUB / Stanford Cars / FGVC-Aircraft layouts and small DCAL configs for end-to-end runs."""
-import uuid
 from pathlib import Path
 
 import pytest
@@ -45,9 +44,5 @@ def small_config(data_root: Path, work_dir: Path, layout: str = 'cub', max_epoch
     cfg.default_hooks.checkpoint.interval = 1
     cfg.custom_hooks[-1].interval = 1
     cfg.work_dir = str(work_dir)
-    # mmengine names its logger and visualizer instances after the experiment, by default the config
-    # name plus a timestamp in seconds: two runners built in the same second would share one visualizer
-    # (and write into the first run's directory), so every test run gets its own name.
-    cfg.experiment_name = f'{work_dir.name}_{uuid.uuid4().hex}'
     cfg.log_level = 'WARNING'
     return cfg

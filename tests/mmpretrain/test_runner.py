@@ -62,3 +62,16 @@ def test_rollout_hook_writes_to_tensorboard_when_configured(digits_roots, tmp_pa
     accumulator.Reload()
     assert {f'rollout_{i}' for i in range(4)} <= set(accumulator.Tags()['images'])
     assert 'loss_glca' in accumulator.Tags()['scalars']
+
+
+def test_runners_built_in_the_same_second_log_into_their_own_folders(digits_roots, tmp_path):
+    """mmengine's default experiment name has a resolution of one second; DCALRunner's does not collide."""
+    first = RUNNERS.build(small_config(digits_roots['cub'], tmp_path / 'first'))
+    second = RUNNERS.build(small_config(digits_roots['cub'], tmp_path / 'second'))
+    assert first.experiment_name != second.experiment_name
+    assert first.experiment_name.startswith('dcal_deit-tiny_digits-cub_')
+    second.train()
+    assert len(scalars(tmp_path / 'second')) > 0 and not list((tmp_path / 'first').glob('*/vis_data/scalars.json'))
+    named = small_config(digits_roots['cub'], tmp_path / 'named')
+    named.experiment_name = 'mine'
+    assert RUNNERS.build(named).experiment_name.startswith('mine_')
