@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATIOS = ('eval_time', 'eval_flops', 'sa_only_time', 'sa_only_flops', 'train_time', 'train_flops', 'train_memory')
 
@@ -63,18 +65,31 @@ def test_fused_cpu_attention_counts_the_flops_of_the_unfused_bmm():
     assert count_flops(fused_step) == count_flops(manual_step) + 2 * 2 * 3 * 5 * 9 * 8
 
 
-def test_tiled_attention_paths_match_one_tile(monkeypatch):
-    """The speed paths of ``attend`` (CPU tiles of whole images or of query rows) compute the same output and map."""
+@pytest.mark.parametrize('heads', [2, 3])
+def test_tiled_attention_paths_match_one_tile(monkeypatch, heads):
+    """The speed paths of ``attend`` (CPU tiles of whole images or of query rows) compute the same output and map.
+
+    With 3 heads on 2 threads a tile of query rows spans 2 images, and the odd third image a tile of its own.
+    """
     import torch
 
     from dcal_plugin.core import attention
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, 2, n, 8, generator=g) for n in (11, 13, 13))
+    q, k, v = (torch.randn(3, heads, n, 8, generator=g) for n in (11, 13, 13))
     want_out, want_map = attention.attend(q, k, v, need_weights=True)
     assert torch.allclose(want_map.sum(-1), torch.ones(3, 11))
-    for tile_bytes in (2 * 11 * 13 * 4, 2 * 3 * 13 * 4, 1):  # two images per tile; 3 query rows; 1 row
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
+    row_tile_images = {1} if heads == 2 else {2, 1}
+    for tile_bytes, images_per_tile in ((heads * 22 * 13 * 4, {2, 1}),  # two whole images per tile
+                                        (heads * 3 * 13 * 4, row_tile_images), (1, row_tile_images)):  # 3 rows; 1 row
         monkeypatch.setattr(attention, 'CPU_TILE_BYTES', tile_bytes)
+        tiles = list(attention._tiles(q, 13))
+        covered = torch.zeros(3, 11, dtype=torch.long)
+        for images, rows in tiles:
+            covered[images, rows] += 1
+        assert covered.eq(1).all()
+        assert {len(range(*images.indices(3))) for images, _ in tiles} == images_per_tile
         out, weights = attention.attend(q, k, v, need_weights=True)
         torch.testing.assert_close(out, want_out, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(weights, want_map, rtol=1e-6, atol=1e-7)

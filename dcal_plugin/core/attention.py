@@ -4,6 +4,7 @@ SA, GLCA and PWCA differ only in which query, key and value tensors they hand to
 SA passes a sequence's own ``q, k, v``; GLCA passes queries gathered at the selected tokens and
 keys/values of all tokens; PWCA passes keys/values of two images concatenated along the tokens.
 """
+import math
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -11,11 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-# Bytes of one tile of probabilities [b, H, nq, Nk] in the CPU path that returns the map: about the
-# size of a core's L2 cache, so that a tile is still cached when its softmax, head mean and P·V
-# read it, instead of a [B, H, N, N] tensor streaming through memory four times (DCAL's eval
-# forward at 448x448: 1.76x -> 1.27x timm's time; benchmarks/results/attention_variants_cpu.md).
-CPU_TILE_BYTES = 2 << 20
+# Bytes of one tile of probabilities [b, H, nq, Nk] in the CPU path that returns the map, small
+# enough to stay in the last-level cache while its softmax, head mean and P·V read it, instead of a
+# [B, H, N, N] tensor streaming through memory four times. Swept over 1, 2, 4 and 8 MB on the
+# 2-core machine (DeiT-Tiny and DeiT-Small at 448, eval forward): 4 MB was fastest or within noise.
+CPU_TILE_BYTES = 4 << 20
 
 
 def attend(
@@ -55,33 +56,48 @@ def records_gradient(*tensors: Tensor) -> bool:
 def _probabilities_by_tile(
         q: Tensor, k: Tensor, v: Optional[Tensor] = None, dropout_p: float = 0.0,
 ) -> Tuple[Optional[Tensor], Tensor]:
-    """Head mean of ``softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` and, if ``v`` is given, ``P·v`` ``[B, H, Nq, Dv]``.
+    """Head mean of ``softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` and, if ``v`` is given, ``P·v``.
 
-    ``P·v`` is written straight into a ``[B, Nq, H, Dv]`` buffer (returned as a ``[B, H, Nq, Dv]``
-    view), the layout the head merge reads without a copy, as SDPA's CPU output is.
+    ``P·v`` ``[B, H, Nq, Dv]`` is written tile by tile into its output by ``bmm`` itself (a
+    ``[B, Nq, H, Dv]`` layout would make every tile's product go through a temporary and a copy).
+    One scratch buffer holds every tile's scores, turned into probabilities in place.
     """
     batch, heads, queries, _ = q.shape
-    q = q * q.shape[-1] ** -0.5  # as timm's manual path scales
+    num_keys = k.shape[2]
+    weights = q.new_empty(batch, queries, num_keys)
+    # scaled as timm's manual path scales, into [B, H, Nq, D] order: an elementwise result keeps the
+    # input's (permuted) layout, and every tile's matrix product would then copy its queries first
+    q = torch.mul(q, q.shape[-1] ** -0.5, out=torch.empty(q.shape, dtype=q.dtype, device=q.device))
     keys_t = k.contiguous().transpose(-2, -1)
-    weights = q.new_empty(batch, queries, k.shape[2])
-    out = None if v is None else q.new_empty(batch, queries, heads, v.shape[-1])
+    out = None if v is None else q.new_empty(batch, heads, queries, v.shape[-1])
     v = None if v is None else v.contiguous()
     head_mean = q.new_full((batch, 1, heads), 1.0 / heads)
-    for images, rows in _tiles(q, k.shape[2]):
-        # (autocast may return the softmax in float32: back to the compute dtype, as timm's P·V casts it)
-        probabilities = torch.matmul(q[images, :, rows], keys_t[images]).softmax(dim=-1).to(q.dtype)
+    tiles = list(_tiles(q, num_keys))
+    first = q[tiles[0][0], :, tiles[0][1]].shape
+    scratch = q.new_empty(first[0] * heads * first[2] * num_keys)
+    for images, rows in tiles:
+        tile_q = q[images, :, rows]
+        probabilities = scratch[:tile_q.numel() // tile_q.shape[-1] * num_keys].view(*tile_q.shape[:-1], num_keys)
+        torch.matmul(tile_q, keys_t[images], out=probabilities)
+        torch.softmax(probabilities, dim=-1, out=probabilities)
         # the head mean as a [1, H] x [H, nq·Nk] product: one pass, no zero-fill of the output
         tile = probabilities.shape
         torch.bmm(head_mean[images], probabilities.view(tile[0], heads, -1),
                   out=weights[images, rows].view(tile[0], 1, -1))
         if v is not None:
             probabilities = F.dropout(probabilities, p=dropout_p) if dropout_p > 0 else probabilities
-            torch.matmul(probabilities, v[images], out=out[images, rows].transpose(1, 2))
-    return (None if out is None else out.transpose(1, 2)), weights
+            products = probabilities.shape[0] * heads
+            torch.bmm(probabilities.view(products, -1, num_keys), v[images].view(products, num_keys, -1),
+                      out=out[images, :, rows].view(products, tile[2], -1))
+    return out, weights
 
 
 def _tiles(q: Tensor, num_keys: int) -> Iterator[Tuple[slice, slice]]:
-    """``(images, query rows)`` slices covering ``q [B, H, Nq, D]``: ``CPU_TILE_BYTES`` of probabilities each on CPU, one tile elsewhere."""
+    """``(images, query rows)`` slices covering ``q [B, H, Nq, D]``, the largest first: ``CPU_TILE_BYTES`` of probabilities each on CPU, one tile elsewhere.
+
+    A tile of query rows spans as many images as it takes for its ``images × H`` matrix products
+    to split evenly over torch's threads (3 heads on 2 threads: 2 images per tile).
+    """
     batch, heads, queries, _ = q.shape
     if q.device.type != 'cpu':
         yield slice(None), slice(None)
@@ -92,9 +108,12 @@ def _tiles(q: Tensor, num_keys: int) -> Iterator[Tuple[slice, slice]]:
         for start in range(0, batch, step):
             yield slice(start, start + step), slice(None)
         return
-    for image in range(batch):
+    threads = torch.get_num_threads()
+    step = min(batch, threads // math.gcd(heads, threads))
+    rows = max(1, rows // step)
+    for image in range(0, batch, step):
         for start in range(0, queries, rows):
-            yield slice(image, image + 1), slice(start, start + rows)
+            yield slice(image, image + step), slice(start, start + rows)
 
 
 def project_qkv(attn: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

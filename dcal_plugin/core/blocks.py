@@ -19,6 +19,7 @@ def self_and_pair_attention_block(
         x: Tensor,
         partner: Optional[Tensor] = None,
         need_weights: bool = False,
+        class_row_only: bool = False,
 ) -> Tuple[Tensor, Optional[Callable[[], Tensor]]]:
     """One block on the SA stream ``[B, N, C]``, or on ``[SA; PWCA]`` stacked ``[2B, N, C]`` when ``partner`` is given.
 
@@ -29,16 +30,19 @@ def self_and_pair_attention_block(
     autograd the map comes from the softmax that gives the output and the function returns it.
     When autograd records, the function computes the map when called, from the block's queries
     and keys, which the backward pass keeps anyway: training then holds no ``[B, N, N]`` map per
-    block before the rollout reads them, one at a time.
+    block before the rollout reads them, one at a time. With ``class_row_only`` the function returns
+    only the class token's row ``[B, 1, N]`` (all the rollout reads of its last block) and the
+    output comes from fused attention.
     """
     q, k, v = project_qkv(block.attn, block.norm1(x))
     dropout_p = attention_dropout(block.attn)
     num_sa = x.shape[0] if partner is None else x.shape[0] // 2
     q_sa, k_sa, v_sa = q[:num_sa], k[:num_sa], v[:num_sa]
     read_map = None
-    if need_weights and records_gradient(q_sa, k_sa, v_sa):
+    if need_weights and (class_row_only or records_gradient(q_sa, k_sa, v_sa)):
         out, _ = attend(q_sa, k_sa, v_sa, dropout_p)
-        read_map = functools.partial(attention_map, q_sa.detach(), k_sa.detach())
+        map_queries = q_sa[:, :, :1] if class_row_only else q_sa
+        read_map = functools.partial(attention_map, map_queries.detach(), k_sa.detach())
     else:
         out, weights = attend(q_sa, k_sa, v_sa, dropout_p, need_weights)
         read_map = None if weights is None else (lambda: weights)

@@ -133,7 +133,8 @@ class DCALViT(nn.Module):
             for index, block in enumerate(self.vit.blocks):
                 if index == glca_at:
                     glca_input = stream[:batch]
-                stream, read_map = self_and_pair_attention_block(block, stream, partner, index <= glca_at)
+                stream, read_map = self_and_pair_attention_block(
+                    block, stream, partner, need_weights=index <= glca_at, class_row_only=index == glca_at)
                 if read_map is not None:
                     maps.append(read_map)
                 if index == glca_at:

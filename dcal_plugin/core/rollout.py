@@ -28,17 +28,16 @@ def class_token_rollout(attentions: Sequence[Tensor], residual_weight: float = 0
     ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
     ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
     read once, the last block's first, and not kept (a sequence may compute its maps on reading).
+    Of the last block only the class token's row enters, so its map may be given as that row
+    alone, ``[B, 1, N]`` (or ``[B, H, 1, N]``).
     """
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
-    row = shape = None
-    for index in reversed(range(len(attentions))):
-        attention = _head_mean(_checked_map(attentions[index], shape))
-        if row is None:
-            shape = attention.shape
-            row = torch.zeros(shape[0], shape[-1], dtype=torch.float32, device=attention.device)
-            row[:, 0] = 1.0
-        row = _apply_residual_map(row, attention, residual_weight)
+    last = _head_mean(_checked_map(attentions[-1], None, class_row_allowed=True))
+    shape = last.shape[:1] + last.shape[-1:] * 2
+    row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
+    for index in reversed(range(len(attentions) - 1)):
+        row = _apply_residual_map(row, _head_mean(_checked_map(attentions[index], shape)), residual_weight)
     return row[:, 1:]
 
 
@@ -62,6 +61,13 @@ def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float) 
     scaled = row / row_sums
     mixed = torch.bmm(scaled.unsqueeze(1), attention).squeeze(1)
     return (1.0 - residual_weight) * mixed + residual_weight * scaled
+
+
+def _class_row_of_residual_map(class_row: Tensor, residual_weight: float) -> Tensor:
+    """Row 0 of ``S̄ = rownorm((1-α)·A + α·I)`` ``[B, N]`` from row 0 of ``A`` ``[B, N]``."""
+    mixed = (1.0 - residual_weight) * class_row
+    mixed[:, 0] += residual_weight
+    return mixed / mixed.sum(dim=-1, keepdim=True)
 
 
 def _residual_maps(attentions: Sequence[Tensor], residual_weight: float) -> list:
@@ -94,9 +100,10 @@ def _head_mean_shape(attention: Tensor) -> torch.Size:
     return attention.shape[:1] + attention.shape[-2:]
 
 
-def _checked_map(attention: Tensor, shape: Optional[torch.Size]) -> Tensor:
-    """Validate one map, ``[B, H, N, N]`` or ``[B, N, N]``, whose head mean must be ``[B, N, N]`` = ``shape`` (when given)."""
-    if attention.dim() not in (3, 4) or attention.shape[-1] != attention.shape[-2]:
+def _checked_map(attention: Tensor, shape: Optional[torch.Size], class_row_allowed: bool = False) -> Tensor:
+    """Validate one map, ``[B, H, N, N]`` or ``[B, N, N]`` (or its class row ``[B, (H,) 1, N]`` if allowed), of head-mean ``shape`` when given."""
+    rows = attention.shape[-2] if attention.dim() in (3, 4) else None
+    if rows != attention.shape[-1] and not (class_row_allowed and rows == 1):
         raise ValueError(f'attention maps must be [B, H, N, N] or [B, N, N], got {tuple(attention.shape)}')
     if shape is not None and _head_mean_shape(attention) != shape:
         raise ValueError(f'attention maps differ in shape: {tuple(shape)} vs {tuple(attention.shape)}')

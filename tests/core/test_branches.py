@@ -137,9 +137,9 @@ def test_eval_mode_never_runs_pwca(monkeypatch):
     partners = []
     original = dcal_vit_module.self_and_pair_attention_block
 
-    def recording(block, stream, partner=None, need_weights=False):
+    def recording(block, stream, partner=None, **kwargs):
         partners.append(partner)
-        return original(block, stream, partner, need_weights)
+        return original(block, stream, partner, **kwargs)
 
     monkeypatch.setattr(dcal_vit_module, 'self_and_pair_attention_block', recording)
     model = DCALViT(make_tiny_vit()).eval()

@@ -52,8 +52,19 @@ def test_class_token_rollout_is_a_vector_matrix_chain_without_gradient():
     with FlopCounterMode(display=False) as counter:
         scores = class_token_rollout(maps)
     assert not scores.requires_grad
-    # one [B,1,N]x[B,N,N] product per block: 2·B·N² each, never N³
-    assert counter.get_total_flops() == 6 * 2 * 2 * 50 * 50
+    # one [B,1,N]x[B,N,N] product per block but the last (whose class row is the start): 2·B·N² each, never N³
+    assert counter.get_total_flops() == 5 * 2 * 2 * 50 * 50
+
+
+@pytest.mark.parametrize('head_averaged', [False, True])
+def test_class_token_rollout_needs_only_the_class_row_of_the_last_map(head_averaged):
+    maps = random_maps(tokens=9, blocks=4, seed=7)
+    maps = [m.mean(1) for m in maps] if head_averaged else maps
+    class_row = maps[-1][..., :1, :]
+    torch.testing.assert_close(class_token_rollout(maps[:-1] + [class_row]), class_token_rollout(maps))
+    torch.testing.assert_close(class_token_rollout([class_row]), attention_rollout(maps[-1:])[:, 0, 1:])
+    with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):  # only the last block may be a class row
+        class_token_rollout([class_row] + maps[1:])
 
 
 def test_select_local_queries_matches_argsort():
@@ -81,5 +92,7 @@ def test_rollout_rejects_bad_maps():
         class_token_rollout([])
     with pytest.raises(ValueError, match='differ in shape'):
         attention_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 6, 6)])
+    with pytest.raises(ValueError, match='differ in shape'):
+        class_token_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 1, 6)])
     with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):
         attention_rollout([torch.rand(1, 2, 5, 4)])
