@@ -4,6 +4,7 @@ Everything here treats the two models of a comparison the same way: the same tim
 FLOP formulas (attention included, fused or not), the same memory accounting.
 """
 import os
+import resource
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -56,7 +57,9 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup:
     On a shared machine, a round (one call of each ``fn``) during which other processes took more
     than ``max_foreign_share`` of the CPU (see :class:`CpuLoad`) is measured again, up to
     ``max_rounds`` rounds in all; if too few quiet rounds were had, the quietest rounds are kept.
-    Returns the times of the kept rounds and a summary of the rounds' load.
+    Returns the times of the kept rounds and a summary of the rounds' load and of the minor page
+    faults per call (fresh memory pages the process touched: what an allocator that hands memory
+    back to the system and maps it anew costs).
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -65,21 +68,24 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup:
     max_rounds = max_rounds or repeats
     rounds = []
     while len(rounds) < max_rounds:
-        times = {}
+        times, faults = {}, {}
         with CpuLoad() as load:
             for name, fn in fns.items():
                 sync()
+                faults_before = _minor_page_faults()
                 start = clock()
                 fn()
                 sync()
                 times[name] = clock() - start
-        rounds.append((load.share or 0.0, times))
+                faults[name] = _minor_page_faults() - faults_before
+        rounds.append((load.share or 0.0, times, faults))
         quiet = [r for r in rounds if max_foreign_share is None or r[0] <= max_foreign_share]
         if len(quiet) >= repeats:
             break
     kept = quiet if len(quiet) >= repeats else sorted(rounds, key=lambda r: r[0])[:repeats]
     summary = dict(rounds=len(rounds), kept=len(kept), max_foreign_share=max_foreign_share,
-                   foreign_share_of_kept=[round(r[0], 3) for r in kept])
+                   foreign_share_of_kept=[round(r[0], 3) for r in kept],
+                   minor_page_faults_median={name: median([r[2][name] for r in kept]) for name in fns})
     return {name: [r[1][name] for r in kept] for name in fns}, summary
 
 
@@ -149,6 +155,11 @@ class CpuLoad:
         tick = os.sysconf('SC_CLK_TCK')
         foreign = (busy1 - self._busy0) - (own1 - self._own0) * tick
         self.share = max(0.0, min(1.0, foreign / (total1 - self._total0)))
+
+
+def _minor_page_faults() -> int:
+    """Minor page faults of this process so far (``getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _proc_stat():

@@ -248,7 +248,7 @@ def check(row: Dict) -> Dict[str, bool]:
 
 
 COLUMNS = ('model', 'img', 'B', 'eval t', 'eval F', 't/F', 'SA-only t', 'train t', 'train F', 't/F', 'train mem',
-           'rollout+sel', 'timm eval ms', 'timm train ms', 'load', 'targets missed')
+           'rollout+sel', 'timm eval ms', 'timm train ms', 'eval page faults timm / DCAL', 'load', 'targets missed')
 FLOP_COLUMNS = ('model', 'img', 'eval F (ours)', 'eval F (reference design)', 'train F',
                 'reference eval F, CPU SDPA = 0', 'train F, CPU SDPA = 0', 'issue table eval / train')
 
@@ -262,13 +262,15 @@ def table(rows: Sequence[Dict]) -> str:
     lines = ['| ' + ' | '.join(COLUMNS) + ' |', '|' + '---|' * len(COLUMNS)]
     for row in rows:
         r, s = row['ratios'], row['seconds']
+        faults = row['eval_rounds']['minor_page_faults_median']
         failed = [name for name, ok in row['checks'].items() if not ok]
         load = '-' if row['foreign_cpu_share'] is None else f"{row['foreign_cpu_share']:.0%}"
         cells = (short_name(row['model']), row['img_size'], row['batch'],
                  f"{r['eval_time']:.2f}", f"{r['eval_flops']:.2f}", f"{r['eval_time'] / r['eval_flops']:.2f}",
                  f"{r['sa_only_time']:.3f}", f"{r['train_time']:.2f}", f"{r['train_flops']:.2f}",
                  f"{r['train_time'] / r['train_flops']:.2f}", f"{r['train_memory']:.2f}",
-                 f"{row['rollout_share']:.2%}", f"{s['timm_eval'] * 1e3:.0f}", f"{s['timm_train'] * 1e3:.0f}", load,
+                 f"{row['rollout_share']:.2%}", f"{s['timm_eval'] * 1e3:.0f}", f"{s['timm_train'] * 1e3:.0f}",
+                 f"{faults['timm_eval']:.0f} / {faults['dcal_eval']:.0f}", load,
                  ', '.join(failed) or 'none')
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     return '\n'.join(lines)
@@ -370,6 +372,7 @@ def header(result: Dict) -> str:
             "t = time ratio, F = FLOP ratio (attention counted on both sides), "
             "t/F = their quotient (target ≤ 1.10), train mem = peak-memory ratio of the train step, "
             "rollout+sel = share of DCAL's eval forward in the class-token rollout and top-R selection, "
+            "eval page faults = median minor page faults per eval forward (fresh memory pages touched), "
             "load = share of the machine's CPU time taken by other processes during the case.")
 
 

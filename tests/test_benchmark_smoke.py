@@ -33,9 +33,24 @@ def test_speed_benchmark_smoke_writes_table_and_json(tmp_path):
     assert row['peak_bytes']['dcal_train'] > row['peak_bytes']['timm_train'] > 0
     assert 0 <= row['rollout_share'] < 1
     assert set(row['checks']) >= {'eval_time_le_1_10_flops', 'sa_only_time_le_1_02', 'train_memory_le_2_2'}
+    assert set(row['eval_rounds']['minor_page_faults_median']) == {'timm_eval', 'dcal_eval', 'sa_only_eval'}
     assert row['model'].replace('_patch16_224', '') in proc.stdout
     with open(tmp_path / 'speed_cpu_smoke.md') as file:
         assert result['table'] in file.read()
+
+
+def test_interleaved_timing_counts_the_page_faults_of_fresh_memory():
+    import torch
+
+    from benchmarks.measure import time_interleaved
+
+    fresh_bytes = 64 << 20  # above glibc's largest mmap threshold: mapped anew and faulted in on every call
+    times, summary = time_interleaved(
+        dict(fresh=lambda: torch.ones(fresh_bytes // 4), idle=lambda: None), repeats=3, warmup=1, sync=lambda: None)
+    assert len(times['fresh']) == len(times['idle']) == 3
+    faults = summary['minor_page_faults_median']
+    assert faults['fresh'] >= 0.9 * fresh_bytes / (2 << 20)  # at least one fault per page, huge (2 MB) or not
+    assert faults['idle'] < 10
 
 
 def test_fused_cpu_attention_counts_the_flops_of_the_unfused_bmm():
