@@ -247,7 +247,7 @@ def check(row: Dict) -> Dict[str, bool]:
     return checks
 
 
-COLUMNS = ('model', 'img', 'B', 'eval t', 'eval F', 't/F', 'SA-only t', 'train t', 'train F', 't/F', 'train mem',
+COLUMNS = ('model', 'img', 'B', 'eval t', 'eval t per round', 'eval F', 't/F', 'SA-only t', 'train t', 'train F', 't/F', 'train mem',
            'rollout+sel', 'timm eval ms', 'timm train ms', 'eval page faults timm / DCAL', 'load', 'targets missed')
 FLOP_COLUMNS = ('model', 'img', 'eval F (ours)', 'eval F (reference design)', 'train F',
                 'reference eval F, CPU SDPA = 0', 'train F, CPU SDPA = 0', 'issue table eval / train')
@@ -255,6 +255,12 @@ FLOP_COLUMNS = ('model', 'img', 'eval F (ours)', 'eval F (reference design)', 't
 
 def short_name(model_name: str) -> str:
     return model_name.replace('_patch16_224', '').replace('_s16_384', '')
+
+
+def round_ratio_range(row: Dict, name: str, reference: str) -> Sequence[float]:
+    """Lowest and highest ratio ``name / reference`` over the kept rounds (each round times both once, back to back)."""
+    ratios = [a / b for a, b in zip(row['seconds_all'][name], row['seconds_all'][reference])]
+    return min(ratios), max(ratios)
 
 
 def table(rows: Sequence[Dict]) -> str:
@@ -266,7 +272,8 @@ def table(rows: Sequence[Dict]) -> str:
         failed = [name for name, ok in row['checks'].items() if not ok]
         load = '-' if row['foreign_cpu_share'] is None else f"{row['foreign_cpu_share']:.0%}"
         cells = (short_name(row['model']), row['img_size'], row['batch'],
-                 f"{r['eval_time']:.2f}", f"{r['eval_flops']:.2f}", f"{r['eval_time'] / r['eval_flops']:.2f}",
+                 f"{r['eval_time']:.2f}", '{:.2f}–{:.2f}'.format(*round_ratio_range(row, 'dcal_eval', 'timm_eval')),
+                 f"{r['eval_flops']:.2f}", f"{r['eval_time'] / r['eval_flops']:.2f}",
                  f"{r['sa_only_time']:.3f}", f"{r['train_time']:.2f}", f"{r['train_flops']:.2f}",
                  f"{r['train_time'] / r['train_flops']:.2f}", f"{r['train_memory']:.2f}",
                  f"{row['rollout_share']:.2%}", f"{s['timm_eval'] * 1e3:.0f}", f"{s['timm_train'] * 1e3:.0f}",
@@ -369,7 +376,8 @@ def header(result: Dict) -> str:
             f"{result['timm']}, {result['threads']} thread(s), {result['dtype']}; clock: {timing['clock']}; medians "
             f"of {timing['repeats']} eval / {timing['train_repeats']} train interleaved repeats after "
             f"{timing['warmup']} warm-up; glibc malloc settings: {result['allocator_env'] or 'defaults'}. "
-            "t = time ratio, F = FLOP ratio (attention counted on both sides), "
+            "t = time ratio (of the medians), t per round = range of DCAL ÷ timm over the timed rounds (one call of each per round), "
+            "F = FLOP ratio (attention counted on both sides), "
             "t/F = their quotient (target ≤ 1.10), train mem = peak-memory ratio of the train step, "
             "rollout+sel = share of DCAL's eval forward in the class-token rollout and top-R selection, "
             "eval page faults = median minor page faults per eval forward (fresh memory pages touched), "

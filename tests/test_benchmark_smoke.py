@@ -114,3 +114,11 @@ def test_tiled_attention_paths_match_one_tile(monkeypatch, heads):
         torch.testing.assert_close(weights, want_map, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(attention.attention_map(q, k), want_map, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(want_out, torch.nn.functional.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
+
+
+def test_round_ratio_range_pairs_the_calls_of_each_round():
+    from benchmarks.speed import round_ratio_range
+
+    row = dict(seconds_all=dict(dcal_eval=[1.2, 3.0, 1.1], timm_eval=[1.0, 2.0, 1.0]))
+    low, high = round_ratio_range(row, 'dcal_eval', 'timm_eval')
+    assert (round(low, 6), round(high, 6)) == (1.1, 1.5)
