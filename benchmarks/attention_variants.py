@@ -6,11 +6,15 @@ The exact method needs every SA block's head-averaged map (for the rollout). The
   (``attention.CPU_TILE_BYTES``) gives both the output ``P·V`` and the head mean of ``P``;
 - ``shared softmax, one tile``: the same over the whole ``[B, H, N, N]`` tensor at once;
 - ``fused + recomputed map, tiled`` / ``one tile``: fused SDPA for the output, and the map
-  recomputed beside it without gradient (the issue's reference design; more FLOPs).
+  recomputed beside it without gradient (the issue's reference design; more FLOPs);
+- ``fused + map from log-sum-exp, tiled``: torch's CPU flash kernel, which also returns each
+  row's log-sum-exp, for the output; the map as ``exp(q kᵀ/√D - lse)`` (one exp pass instead of a
+  softmax; the ``q kᵀ`` product is still recomputed).
 
     python -m benchmarks.attention_variants --models deit_tiny_patch16_224:448 --batch 8
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -36,12 +40,44 @@ def fused_with_recomputed_map(q, k, v, dropout_p=0.0, need_weights=False):
     return out, attention.attention_map(q, k) if need_weights else None
 
 
+def fused_with_map_from_logsumexp(q, k, v, dropout_p=0.0, need_weights=False):
+    """Flash attention's output and log-sum-exp; the head-averaged map rebuilt tile by tile from them."""
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
+    out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
+    batch, heads, queries, head_dim = q.shape
+    scaled = torch.mul(q, head_dim ** -0.5, out=torch.empty(q.shape, dtype=q.dtype))
+    keys_t = k.contiguous().transpose(-2, -1)
+    weights = q.new_empty(batch, queries, k.shape[2])
+    head_mean = q.new_full((batch, 1, heads), 1.0 / heads)
+    for images, rows in attention._tiles(scaled, k.shape[2]):
+        probabilities = torch.matmul(scaled[images, :, rows], keys_t[images])
+        probabilities.sub_(logsumexp[images, :, rows].unsqueeze(-1)).exp_()
+        tile = probabilities.shape
+        torch.bmm(head_mean[images], probabilities.view(tile[0], heads, -1),
+                  out=weights[images, rows].view(tile[0], 1, -1))
+    return out, weights
+
+
 VARIANTS = {
     'shared softmax, tiled': (attention.attend, None),
     'shared softmax, one tile': (attention.attend, ONE_TILE),
     'fused + recomputed map, tiled': (fused_with_recomputed_map, None),
     'fused + recomputed map, one tile': (fused_with_recomputed_map, ONE_TILE),
+    'fused + map from log-sum-exp, tiled': (fused_with_map_from_logsumexp, None),
 }
+
+
+def run_variant(dcal: torch.nn.Module, images: torch.Tensor, name: str):
+    """DCAL's eval forward on ``images`` with the attention maps of variant ``name`` (see ``VARIANTS``)."""
+    variant_attend, tile = VARIANTS[name]
+    default_tile, default_attend = attention.CPU_TILE_BYTES, blocks.attend
+    blocks.attend, attention.CPU_TILE_BYTES = variant_attend, tile or default_tile
+    try:
+        with torch.no_grad():
+            return dcal(images)
+    finally:
+        blocks.attend, attention.CPU_TILE_BYTES = default_attend, default_tile
 
 
 def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: int, clock,
@@ -49,31 +85,18 @@ def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: in
     vit, dcal = build_pair(model_name, img_size, torch.device('cpu'))
     vit.eval(), dcal.eval()
     images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
-    default_tile, default_attend = attention.CPU_TILE_BYTES, blocks.attend
-
-    def variant(name):
-        attend, tile = VARIANTS[name]
-
-        def run():
-            blocks.attend, attention.CPU_TILE_BYTES = attend, tile or default_tile
-            try:
-                with torch.no_grad():
-                    return dcal(images)
-            finally:
-                blocks.attend, attention.CPU_TILE_BYTES = default_attend, default_tile
-        return run
 
     def timm_eval():
         with torch.no_grad():
             return vit(images)
 
-    fns = dict(timm=timm_eval, **{name: variant(name) for name in VARIANTS})
+    fns = dict(timm=timm_eval, **{name: functools.partial(run_variant, dcal, images, name) for name in VARIANTS})
     times, rounds = measure.time_interleaved(fns, repeats, warmup, lambda: None, clock, max_foreign_share, 4 * repeats)
     flops = {name: measure.count_flops(fn) for name, fn in fns.items()}
     seconds = {name: measure.median(values) for name, values in times.items()}
     kept = rounds['foreign_share_of_kept']
     return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
-                tile_bytes=default_tile, seconds=seconds, flops=flops,
+                tile_bytes=attention.CPU_TILE_BYTES, seconds=seconds, flops=flops,
                 time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
                 flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})
 

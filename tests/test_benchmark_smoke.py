@@ -122,3 +122,35 @@ def test_round_ratio_range_pairs_the_calls_of_each_round():
     row = dict(seconds_all=dict(dcal_eval=[1.2, 3.0, 1.1], timm_eval=[1.0, 2.0, 1.0]))
     low, high = round_ratio_range(row, 'dcal_eval', 'timm_eval')
     assert (round(low, 6), round(high, 6)) == (1.1, 1.5)
+
+
+def test_attention_variants_compute_the_same_dcal_outputs(monkeypatch):
+    """Every way of getting the maps in ``benchmarks/attention_variants.py`` gives the same logits and local queries."""
+    import torch
+
+    from benchmarks.attention_variants import VARIANTS, run_variant
+    from benchmarks.speed import build_pair
+    from dcal_plugin.core import attention
+
+    monkeypatch.setattr(attention, 'CPU_TILE_BYTES', 3 * 17 * 4 * 5)  # tiles of 5 query rows at 64x64 (17 tokens)
+    _, dcal = build_pair('deit_tiny_patch16_224', 64, torch.device('cpu'))
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    outputs = {name: run_variant(dcal.eval(), images, name) for name in VARIANTS}
+    reference = outputs.pop('shared softmax, one tile')
+    for name, out in outputs.items():
+        torch.testing.assert_close(out.sa_logits, reference.sa_logits, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(out.glca_logits, reference.glca_logits, rtol=1e-4, atol=1e-5, msg=name)
+        assert torch.equal(out.local_query_index, reference.local_query_index), name
+    assert attention.CPU_TILE_BYTES == 3 * 17 * 4 * 5  # restored after each variant
+
+
+def test_attention_variants_compare_reports_every_variant():
+    import time
+
+    from benchmarks.attention_variants import VARIANTS, compare, table
+
+    row = compare('deit_tiny_patch16_224', 64, batch=2, repeats=1, warmup=0, clock=time.perf_counter,
+                  max_foreign_share=None)
+    assert set(row['time_ratio']) == set(row['flop_ratio']) == set(VARIANTS)
+    assert row['flop_ratio']['fused + recomputed map, tiled'] > row['flop_ratio']['shared softmax, tiled'] > 1
+    assert all(name in table([row]) for name in VARIANTS)

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-# Bytes of one tile of probabilities [b, H, nq, Nk] in the CPU path that returns the map, small
-# enough to stay in the last-level cache while its softmax, head mean and P·V read it, instead of a
-# [B, H, N, N] tensor streaming through memory four times. Swept over 1, 2, 4 and 8 MB on the
-# 2-core machine (DeiT-Tiny and DeiT-Small at 448, eval forward): 4 MB was fastest or within noise.
-CPU_TILE_BYTES = 4 << 20
+# Bytes of one tile of probabilities [b, H, nq, Nk] in the CPU path that returns the map: a bound on
+# the scratch memory, large enough that a tile holds whole images at 448x448 for DeiT-Tiny/Small
+# (7.4 / 14.8 MB each at batch 8). Swept on the 2-core machine, whole eval forward ÷ timm at 448
+# (benchmarks/results/attention_variants_cpu_448_malloc-tuned.md and the README): 4 MB 1.46 / 1.10,
+# 16 MB 1.10 / 1.10, 64 MB 1.14 / 1.13, one tile 1.15 / 1.13 (DeiT-Tiny / DeiT-Small).
+CPU_TILE_BYTES = 16 << 20
 
 
 def attend(
