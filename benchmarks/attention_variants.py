@@ -45,17 +45,15 @@ def fused_with_map_from_logsumexp(q, k, v, dropout_p=0.0, need_weights=False):
     if not need_weights:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
     out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
-    batch, heads, queries, head_dim = q.shape
-    scaled = torch.mul(q, head_dim ** -0.5, out=torch.empty(q.shape, dtype=q.dtype))
+    batch, heads, queries, _ = q.shape
+    scaled = attention.scaled_contiguous_queries(q)
     keys_t = k.contiguous().transpose(-2, -1)
     weights = q.new_empty(batch, queries, k.shape[2])
     head_mean = q.new_full((batch, 1, heads), 1.0 / heads)
     for images, rows in attention._tiles(scaled, k.shape[2]):
         probabilities = torch.matmul(scaled[images, :, rows], keys_t[images])
         probabilities.sub_(logsumexp[images, :, rows].unsqueeze(-1)).exp_()
-        tile = probabilities.shape
-        torch.bmm(head_mean[images], probabilities.view(tile[0], heads, -1),
-                  out=weights[images, rows].view(tile[0], 1, -1))
+        attention.write_head_mean(probabilities, head_mean[images], weights[images, rows])
     return out, weights
 
 

@@ -66,9 +66,7 @@ def _probabilities_by_tile(
     batch, heads, queries, _ = q.shape
     num_keys = k.shape[2]
     weights = q.new_empty(batch, queries, num_keys)
-    # scaled as timm's manual path scales, into [B, H, Nq, D] order: an elementwise result keeps the
-    # input's (permuted) layout, and every tile's matrix product would then copy its queries first
-    q = torch.mul(q, q.shape[-1] ** -0.5, out=torch.empty(q.shape, dtype=q.dtype, device=q.device))
+    q = scaled_contiguous_queries(q)
     keys_t = k.contiguous().transpose(-2, -1)
     out = None if v is None else q.new_empty(batch, heads, queries, v.shape[-1])
     v = None if v is None else v.contiguous()
@@ -81,16 +79,31 @@ def _probabilities_by_tile(
         probabilities = scratch[:tile_q.numel() // tile_q.shape[-1] * num_keys].view(*tile_q.shape[:-1], num_keys)
         torch.matmul(tile_q, keys_t[images], out=probabilities)
         torch.softmax(probabilities, dim=-1, out=probabilities)
-        # the head mean as a [1, H] x [H, nq·Nk] product: one pass, no zero-fill of the output
-        tile = probabilities.shape
-        torch.bmm(head_mean[images], probabilities.view(tile[0], heads, -1),
-                  out=weights[images, rows].view(tile[0], 1, -1))
+        write_head_mean(probabilities, head_mean[images], weights[images, rows])
         if v is not None:
             probabilities = F.dropout(probabilities, p=dropout_p) if dropout_p > 0 else probabilities
             products = probabilities.shape[0] * heads
             torch.bmm(probabilities.view(products, -1, num_keys), v[images].view(products, num_keys, -1),
-                      out=out[images, :, rows].view(products, tile[2], -1))
+                      out=out[images, :, rows].view(products, probabilities.shape[2], -1))
     return out, weights
+
+
+def scaled_contiguous_queries(q: Tensor) -> Tensor:
+    """``q / √D`` ``[B, H, Nq, D]`` in contiguous order, as timm's manual path scales.
+
+    An elementwise result keeps its input's (permuted) layout, and every tile's matrix product
+    would then copy its queries first.
+    """
+    return torch.mul(q, q.shape[-1] ** -0.5, out=torch.empty(q.shape, dtype=q.dtype, device=q.device))
+
+
+def write_head_mean(probabilities: Tensor, head_mean: Tensor, out: Tensor) -> None:
+    """Mean over heads of ``probabilities`` ``[b, H, nq, Nk]`` into ``out`` ``[b, nq, Nk]``; ``head_mean`` is ``[b, 1, H]`` of 1/H.
+
+    One ``[1, H] x [H, nq·Nk]`` product per image: one pass, no zero-fill of the output.
+    """
+    images, heads = probabilities.shape[:2]
+    torch.bmm(head_mean, probabilities.view(images, heads, -1), out=out.view(images, 1, -1))
 
 
 def _tiles(q: Tensor, num_keys: int) -> Iterator[Tuple[slice, slice]]:

@@ -103,7 +103,7 @@ def _head_mean_shape(attention: Tensor) -> torch.Size:
 def _checked_map(attention: Tensor, shape: Optional[torch.Size], class_row_allowed: bool = False) -> Tensor:
     """Validate one map, ``[B, H, N, N]`` or ``[B, N, N]`` (or its class row ``[B, (H,) 1, N]`` if allowed), of head-mean ``shape`` when given."""
     rows = attention.shape[-2] if attention.dim() in (3, 4) else None
-    if rows != attention.shape[-1] and not (class_row_allowed and rows == 1):
+    if rows is None or (rows != attention.shape[-1] and not (class_row_allowed and rows == 1)):
         raise ValueError(f'attention maps must be [B, H, N, N] or [B, N, N], got {tuple(attention.shape)}')
     if shape is not None and _head_mean_shape(attention) != shape:
         raise ValueError(f'attention maps differ in shape: {tuple(shape)} vs {tuple(attention.shape)}')

@@ -56,3 +56,24 @@ def test_merge_heads_equals_timm_attention():
     q, k, v = project_qkv(attn, x)
     out, _ = attend(q, k, v)
     torch.testing.assert_close(merge_heads(attn, out), attn(x), rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_contiguous_queries_of_permuted_qkv():
+    from dcal_plugin.core.attention import scaled_contiguous_queries
+
+    qkv = torch.randn(2, 7, 3, 3, 8).permute(2, 0, 3, 1, 4)  # timm's [3, B, H, N, D] view of one qkv output
+    q = qkv[0]
+    assert not q.is_contiguous()
+    scaled = scaled_contiguous_queries(q)
+    assert scaled.is_contiguous() and scaled.shape == (2, 3, 7, 8)
+    torch.testing.assert_close(scaled, q / 8 ** 0.5)
+
+
+def test_write_head_mean_into_a_tile_of_rows():
+    from dcal_plugin.core.attention import write_head_mean
+
+    probabilities = torch.rand(2, 3, 4, 9)
+    weights = torch.zeros(3, 6, 9)
+    write_head_mean(probabilities, torch.full((2, 1, 3), 1 / 3), weights[1:3, 2:6])
+    torch.testing.assert_close(weights[1:3, 2:6], probabilities.mean(1))
+    assert weights[0].eq(0).all() and weights[:, :2].eq(0).all()

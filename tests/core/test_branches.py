@@ -133,6 +133,26 @@ def test_no_gradient_flows_through_the_selection(monkeypatch):
     assert seen == [False] * 4  # three maps and the scores
 
 
+@pytest.mark.parametrize('train', [False, True])
+@pytest.mark.parametrize('glca_block_index', [-1, 1])
+def test_rollout_gets_only_the_class_row_of_the_glca_blocks_map(monkeypatch, train, glca_block_index):
+    shapes = []
+    original = dcal_vit_module.class_token_rollout
+
+    def recording(maps, residual_weight):
+        maps = [m for m in maps]
+        shapes.extend(tuple(m.shape) for m in maps)
+        return original(maps, residual_weight)
+
+    monkeypatch.setattr(dcal_vit_module, 'class_token_rollout', recording)
+    model = DCALViT(make_tiny_vit(), glca_block_index=glca_block_index).train(train)
+    with torch.set_grad_enabled(train):
+        model(images(batch=2))
+    tokens = model.vit.patch_embed.num_patches + 1
+    full_maps = model.glca_block_index  # blocks before GLCA's give whole maps
+    assert shapes == [(2, tokens, tokens)] * full_maps + [(2, 1, tokens)]
+
+
 def test_eval_mode_never_runs_pwca(monkeypatch):
     partners = []
     original = dcal_vit_module.self_and_pair_attention_block

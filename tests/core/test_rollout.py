@@ -96,3 +96,5 @@ def test_rollout_rejects_bad_maps():
         class_token_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 1, 6)])
     with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):
         attention_rollout([torch.rand(1, 2, 5, 4)])
+    with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):
+        class_token_rollout([torch.tensor(1.0)])
