@@ -10,7 +10,10 @@ of it (same weights) and measures, DCAL ÷ timm:
 - peak memory of the train step (see ``measure.peak_step_bytes``);
 - beside every time ratio, the FLOP ratio of the same two calls (``measure.count_flops``);
 - the share of DCAL's eval forward spent in the class-token rollout and the top-R selection,
-  timed inside real eval forwards.
+  timed inside real eval forwards;
+- timm's eval forward on its own, timed before DCAL first runs in the process: under glibc's
+  default malloc, timm's later forwards take their large temporaries from the heap that DCAL's
+  forwards grew, and this shows what they cost without it (time and page faults).
 
 Times are medians of interleaved repeats after warm-up. One table is printed and written, with
 the device, torch version and thread count, to ``<out-dir>/speed_<device>.json`` and ``.md``.
@@ -129,6 +132,9 @@ def measure_case(model_name: str, img_size: int, batch: int, device: torch.devic
                local_queries=dcal_vit_module.num_local_queries(dcal.vit.patch_embed.num_patches, LOCAL_QUERY_RATIO))
     with measure.CpuLoad() as load:
         vit.eval(), dcal.eval()
+        # timm before DCAL has run in this process: its heap is then its own (see timm_eval_alone in the table)
+        alone, row['timm_alone_rounds'] = measure.time_interleaved(
+            dict(timm_eval_alone=timm_eval), repeats, warmup, sync, clock, max_foreign_share, 4 * repeats)
         times, row['eval_rounds'] = measure.time_interleaved(
             dict(timm_eval=timm_eval, dcal_eval=dcal_eval, sa_only_eval=sa_only_eval), repeats, warmup, sync, clock,
             max_foreign_share, 4 * repeats)
@@ -137,7 +143,7 @@ def measure_case(model_name: str, img_size: int, batch: int, device: torch.devic
         train_times, row['train_rounds'] = measure.time_interleaved(
             dict(timm_train=timm_step, dcal_train=dcal_step), train_repeats, warmup, sync, clock,
             max_foreign_share, 3 * train_repeats)
-        times.update(train_times)
+        times.update(train_times, **alone)
     kept = row['eval_rounds']['foreign_share_of_kept'] + row['train_rounds']['foreign_share_of_kept']
     row['foreign_cpu_share'] = sum(kept) / len(kept)  # during the timed rounds that were kept
     row['foreign_cpu_share_whole_case'] = load.share
@@ -248,7 +254,8 @@ def check(row: Dict) -> Dict[str, bool]:
 
 
 COLUMNS = ('model', 'img', 'B', 'eval t', 'eval t per round', 'eval F', 't/F', 'SA-only t', 'train t', 'train F', 't/F', 'train mem',
-           'rollout+sel', 'timm eval ms', 'timm train ms', 'eval page faults timm / DCAL', 'load', 'targets missed')
+           'rollout+sel', 'timm eval ms', 'timm train ms', 'eval page faults timm / DCAL', 'timm alone: eval ms / page faults',
+           'load', 'targets missed')
 FLOP_COLUMNS = ('model', 'img', 'eval F (ours)', 'eval F (reference design)', 'train F',
                 'reference eval F, CPU SDPA = 0', 'train F, CPU SDPA = 0', 'issue table eval / train')
 
@@ -277,7 +284,9 @@ def table(rows: Sequence[Dict]) -> str:
                  f"{r['sa_only_time']:.3f}", f"{r['train_time']:.2f}", f"{r['train_flops']:.2f}",
                  f"{r['train_time'] / r['train_flops']:.2f}", f"{r['train_memory']:.2f}",
                  f"{row['rollout_share']:.2%}", f"{s['timm_eval'] * 1e3:.0f}", f"{s['timm_train'] * 1e3:.0f}",
-                 f"{faults['timm_eval']:.0f} / {faults['dcal_eval']:.0f}", load,
+                 f"{faults['timm_eval']:.0f} / {faults['dcal_eval']:.0f}",
+                 f"{s['timm_eval_alone'] * 1e3:.0f} / {row['timm_alone_rounds']['minor_page_faults_median']['timm_eval_alone']:.0f}",
+                 load,
                  ', '.join(failed) or 'none')
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     return '\n'.join(lines)
@@ -381,6 +390,8 @@ def header(result: Dict) -> str:
             "t/F = their quotient (target ≤ 1.10), train mem = peak-memory ratio of the train step, "
             "rollout+sel = share of DCAL's eval forward in the class-token rollout and top-R selection, "
             "eval page faults = median minor page faults per eval forward (fresh memory pages touched), "
+            "timm alone = timm's eval forward timed before DCAL first runs in the process (its heap its own, not "
+            "grown by DCAL's), "
             "load = share of the machine's CPU time taken by other processes during the case.")
 
 

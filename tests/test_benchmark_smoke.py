@@ -27,6 +27,8 @@ def test_speed_benchmark_smoke_writes_table_and_json(tmp_path):
         assert row['ratios'][name] > 0, name
     for name in ('timm_eval', 'dcal_eval', 'sa_only_eval', 'timm_train', 'dcal_train'):
         assert row['seconds'][name] > 0 and row['flops'][name] > 0, name
+    assert row['seconds']['timm_eval_alone'] > 0
+    assert set(row['timm_alone_rounds']['minor_page_faults_median']) == {'timm_eval_alone'}
     # Attention is counted on both sides: timm's fused attention is not free, and the SA-only mode is timm's forward.
     assert row['flops']['sa_only_eval'] == row['flops']['timm_eval']
     assert row['flops']['dcal_train'] > 2 * row['flops']['timm_train']

@@ -159,7 +159,7 @@ class DCALViT(nn.Module):
     def rollout_map(self, x: Tensor) -> Tensor:
         """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for heat-maps)."""
         maps = self.attention_maps(x, self.glca_block_index + 1)
-        return class_token_rollout(maps, self.residual_weight).reshape(x.shape[0], *self.grid_size)
+        return class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True).reshape(x.shape[0], *self.grid_size)
 
     def _embed(self, x: Tensor) -> Tensor:
         """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding)."""
@@ -176,7 +176,7 @@ class DCALViT(nn.Module):
 
         ``maps``: per SA block, a function returning its head-averaged attention map ``[B, N, N]``.
         """
-        scores = class_token_rollout(_MapsOnRead(maps), self.residual_weight)
+        scores = class_token_rollout(_MapsOnRead(maps), self.residual_weight, rows_sum_to_one=True)
         local_index = select_local_queries(scores, self.local_query_ratio)
         class_index = torch.zeros_like(local_index[:, :1])
         out = global_local_cross_attention_block(self.glca_block, tokens, torch.cat([class_index, local_index + 1], 1))

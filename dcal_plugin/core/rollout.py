@@ -21,7 +21,8 @@ def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5
 
 
 @torch.no_grad()
-def class_token_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
+def class_token_rollout(
+        attentions: Sequence[Tensor], residual_weight: float = 0.5, rows_sum_to_one: bool = False) -> Tensor:
     """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
 
     Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32: O(L·N²) per image, never an
@@ -29,7 +30,8 @@ def class_token_rollout(attentions: Sequence[Tensor], residual_weight: float = 0
     ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
     read once, the last block's first, and not kept (a sequence may compute its maps on reading).
     Of the last block only the class token's row enters, so its map may be given as that row
-    alone, ``[B, 1, N]`` (or ``[B, H, 1, N]``).
+    alone, ``[B, 1, N]`` (or ``[B, H, 1, N]``). ``rows_sum_to_one`` says the maps are softmax
+    outputs: then ``s = 1`` and each map is read once (for ``r·A``) instead of twice.
     """
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
@@ -37,7 +39,8 @@ def class_token_rollout(attentions: Sequence[Tensor], residual_weight: float = 0
     shape = last.shape[:1] + last.shape[-1:] * 2
     row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
     for index in reversed(range(len(attentions) - 1)):
-        row = _apply_residual_map(row, _head_mean(_checked_map(attentions[index], shape)), residual_weight)
+        attention = _head_mean(_checked_map(attentions[index], shape))
+        row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, 1:]
 
 
@@ -54,11 +57,13 @@ def num_local_queries(num_patches: int, ratio: float) -> int:
     return max(1, round(ratio * num_patches))
 
 
-def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float) -> Tensor:
-    """``row [B, N] · S̄`` where ``S̄ = rownorm((1-α)·attention + α·I)``, attention ``[B, N, N]``."""
+def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float, rows_sum_to_one: bool) -> Tensor:
+    """``row [B, N] · S̄`` where ``S̄ = rownorm((1-α)·attention + α·I)``, attention ``[B, N, N]``.
+
+    With ``rows_sum_to_one`` the attention's rows are taken to sum to 1, so ``S̄``'s do too.
+    """
     attention = attention.float()
-    row_sums = (1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight
-    scaled = row / row_sums
+    scaled = row if rows_sum_to_one else row / ((1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight)
     mixed = torch.bmm(scaled.unsqueeze(1), attention).squeeze(1)
     return (1.0 - residual_weight) * mixed + residual_weight * scaled
 

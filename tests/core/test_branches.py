@@ -120,9 +120,9 @@ def test_no_gradient_flows_through_the_selection(monkeypatch):
     seen = []
     original = dcal_vit_module.class_token_rollout
 
-    def recording(maps, residual_weight):
+    def recording(maps, residual_weight, **kwargs):
         seen.extend(m.requires_grad for m in maps)
-        scores = original(maps, residual_weight)
+        scores = original(maps, residual_weight, **kwargs)
         seen.append(scores.requires_grad)
         return scores
 
@@ -136,13 +136,14 @@ def test_no_gradient_flows_through_the_selection(monkeypatch):
 @pytest.mark.parametrize('train', [False, True])
 @pytest.mark.parametrize('glca_block_index', [-1, 1])
 def test_rollout_gets_only_the_class_row_of_the_glca_blocks_map(monkeypatch, train, glca_block_index):
-    shapes = []
+    shapes, options = [], []
     original = dcal_vit_module.class_token_rollout
 
-    def recording(maps, residual_weight):
+    def recording(maps, residual_weight, **kwargs):
         maps = [m for m in maps]
         shapes.extend(tuple(m.shape) for m in maps)
-        return original(maps, residual_weight)
+        options.append(kwargs)
+        return original(maps, residual_weight, **kwargs)
 
     monkeypatch.setattr(dcal_vit_module, 'class_token_rollout', recording)
     model = DCALViT(make_tiny_vit(), glca_block_index=glca_block_index).train(train)
@@ -151,6 +152,7 @@ def test_rollout_gets_only_the_class_row_of_the_glca_blocks_map(monkeypatch, tra
     tokens = model.vit.patch_embed.num_patches + 1
     full_maps = model.glca_block_index  # blocks before GLCA's give whole maps
     assert shapes == [(2, tokens, tokens)] * full_maps + [(2, 1, tokens)]
+    assert options == [dict(rows_sum_to_one=True)]  # softmax maps: the rollout reads each map once
 
 
 def test_eval_mode_never_runs_pwca(monkeypatch):

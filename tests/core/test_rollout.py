@@ -47,6 +47,21 @@ def test_class_token_rollout_accepts_head_averaged_maps_and_renormalises_rows():
     torch.testing.assert_close(class_token_rollout(scaled), attention_rollout(scaled)[:, 0, 1:], rtol=1e-5, atol=1e-7)
 
 
+def test_class_token_rollout_of_softmax_maps_needs_no_row_sums():
+    maps = random_maps(tokens=9, blocks=4, seed=11)
+    torch.testing.assert_close(class_token_rollout(maps, 0.3, rows_sum_to_one=True), class_token_rollout(maps, 0.3))
+    # on maps whose rows do not sum to 1 the flag shows: the chain then skips the renormalisation
+    scaled = [m.mean(1) * 3.0 for m in maps]
+    for b in range(2):
+        last = 0.7 * scaled[-1][b, 0].double()
+        last[0] += 0.3
+        row = last / last.sum()
+        for attention in reversed(scaled[:-1]):
+            row = row @ (0.7 * attention[b].double() + 0.3 * torch.eye(9, dtype=torch.float64))
+        got = class_token_rollout(scaled, 0.3, rows_sum_to_one=True)[b]
+        torch.testing.assert_close(got.double(), row[1:], rtol=1e-5, atol=1e-7)
+
+
 def test_class_token_rollout_is_a_vector_matrix_chain_without_gradient():
     maps = [m.requires_grad_() for m in random_maps(batch=2, heads=1, tokens=50, blocks=6)]
     with FlopCounterMode(display=False) as counter:
