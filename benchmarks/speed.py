@@ -11,9 +11,10 @@ of it (same weights) and measures, DCAL ÷ timm:
 - beside every time ratio, the FLOP ratio of the same two calls (``measure.count_flops``);
 - the share of DCAL's eval forward spent in the class-token rollout and the top-R selection,
   timed inside real eval forwards;
-- timm's eval forward on its own, timed before DCAL first runs in the process: under glibc's
-  default malloc, timm's later forwards take their large temporaries from the heap that DCAL's
-  forwards grew, and this shows what they cost without it (time and page faults).
+- timm's eval forward on its own, timed before the case's DCAL first runs: under glibc's default
+  malloc, timm's later forwards take their large temporaries from the heap that DCAL's forwards
+  grew, and this shows what they cost without it (time and page faults; in the first case only
+  is the heap timm's alone, later cases inherit what the earlier ones grew).
 
 Times are medians of interleaved repeats after warm-up. One table is printed and written, with
 the device, torch version and thread count, to ``<out-dir>/speed_<device>.json`` and ``.md``.
@@ -132,7 +133,7 @@ def measure_case(model_name: str, img_size: int, batch: int, device: torch.devic
                local_queries=dcal_vit_module.num_local_queries(dcal.vit.patch_embed.num_patches, LOCAL_QUERY_RATIO))
     with measure.CpuLoad() as load:
         vit.eval(), dcal.eval()
-        # timm before DCAL has run in this process: its heap is then its own (see timm_eval_alone in the table)
+        # timm before this case's DCAL has run (the heap holds only what earlier cases left)
         alone, row['timm_alone_rounds'] = measure.time_interleaved(
             dict(timm_eval_alone=timm_eval), repeats, warmup, sync, clock, max_foreign_share, 4 * repeats)
         times, row['eval_rounds'] = measure.time_interleaved(
@@ -390,8 +391,8 @@ def header(result: Dict) -> str:
             "t/F = their quotient (target ≤ 1.10), train mem = peak-memory ratio of the train step, "
             "rollout+sel = share of DCAL's eval forward in the class-token rollout and top-R selection, "
             "eval page faults = median minor page faults per eval forward (fresh memory pages touched), "
-            "timm alone = timm's eval forward timed before DCAL first runs in the process (its heap its own, not "
-            "grown by DCAL's), "
+            "timm alone = timm's eval forward timed before the case's DCAL first runs (the heap then holds what "
+            "earlier cases left, nothing in the first), "
             "load = share of the machine's CPU time taken by other processes during the case.")
 
 
