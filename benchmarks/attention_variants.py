@@ -2,12 +2,16 @@
 
 The exact method needs every SA block's head-averaged map (for the rollout). The variants:
 
-- ``shared softmax, tiled`` (what ``attend`` does without autograd): one softmax per CPU tile
-  (``attention.CPU_TILE_BYTES``) gives both the output ``P·V`` and the head mean of ``P``;
-- ``shared softmax, one tile``: the same over the whole ``[B, H, N, N]`` tensor at once;
-- ``fused + recomputed map, tiled`` / ``one tile``: fused SDPA for the output, and the map
-  recomputed beside it without gradient (the issue's reference design; more FLOPs);
-- ``fused + map from log-sum-exp, tiled``: torch's CPU flash kernel, which also returns each
+- ``shared softmax, head by head`` (what ``attend`` does without autograd at 448 on CPU): one
+  softmax per image and head gives both the output ``P·V`` and the head mean of ``P``, both
+  products through oneDNN (``attention.onednn_linear``);
+- ``shared softmax, tiles`` / ``one tile``: the same softmax over tiles of
+  ``attention.CPU_TILE_BYTES`` (what ``attend`` does below ``attention.ONEDNN_MIN_SCORES``) or
+  over the whole ``[B, H, N, N]`` tensor at once, the products by ``torch.bmm`` (MKL);
+- ``fused + recomputed map, head by head`` / ``tiles`` / ``one tile``: fused SDPA for the
+  output, and the map recomputed beside it without gradient (the issue's reference design; more
+  FLOPs);
+- ``fused + map from log-sum-exp, tiles``: torch's CPU flash kernel, which also returns each
   row's log-sum-exp, for the output; the map as ``exp(q kᵀ/√D - lse)`` (one exp pass instead of a
   softmax; the ``q kᵀ`` product is still recomputed).
 
@@ -32,6 +36,7 @@ from benchmarks.speed import build_pair, environment  # noqa: E402
 from dcal_plugin.core import attention, blocks  # noqa: E402
 
 ONE_TILE = 1 << 62
+NEVER = 1 << 62
 
 
 def fused_with_recomputed_map(q, k, v, dropout_p=0.0, need_weights=False):
@@ -57,25 +62,30 @@ def fused_with_map_from_logsumexp(q, k, v, dropout_p=0.0, need_weights=False):
     return out, weights
 
 
+# name: (attend, attention.CPU_TILE_BYTES, attention.ONEDNN_MIN_SCORES); None keeps the default.
 VARIANTS = {
-    'shared softmax, tiled': (attention.attend, None),
-    'shared softmax, one tile': (attention.attend, ONE_TILE),
-    'fused + recomputed map, tiled': (fused_with_recomputed_map, None),
-    'fused + recomputed map, one tile': (fused_with_recomputed_map, ONE_TILE),
-    'fused + map from log-sum-exp, tiled': (fused_with_map_from_logsumexp, None),
+    'shared softmax, head by head': (attention.attend, None, None),
+    'shared softmax, tiles': (attention.attend, None, NEVER),
+    'shared softmax, one tile': (attention.attend, ONE_TILE, NEVER),
+    'fused + recomputed map, head by head': (fused_with_recomputed_map, None, None),
+    'fused + recomputed map, tiles': (fused_with_recomputed_map, None, NEVER),
+    'fused + recomputed map, one tile': (fused_with_recomputed_map, ONE_TILE, NEVER),
+    'fused + map from log-sum-exp, tiles': (fused_with_map_from_logsumexp, None, None),
 }
 
 
 def run_variant(dcal: torch.nn.Module, images: torch.Tensor, name: str):
     """DCAL's eval forward on ``images`` with the attention maps of variant ``name`` (see ``VARIANTS``)."""
-    variant_attend, tile = VARIANTS[name]
-    default_tile, default_attend = attention.CPU_TILE_BYTES, blocks.attend
-    blocks.attend, attention.CPU_TILE_BYTES = variant_attend, tile or default_tile
+    variant_attend, tile, min_scores = VARIANTS[name]
+    defaults = blocks.attend, attention.CPU_TILE_BYTES, attention.ONEDNN_MIN_SCORES
+    blocks.attend = variant_attend
+    attention.CPU_TILE_BYTES = tile or defaults[1]
+    attention.ONEDNN_MIN_SCORES = min_scores or defaults[2]
     try:
         with torch.no_grad():
             return dcal(images)
     finally:
-        blocks.attend, attention.CPU_TILE_BYTES = default_attend, default_tile
+        blocks.attend, attention.CPU_TILE_BYTES, attention.ONEDNN_MIN_SCORES = defaults
 
 
 def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: int, clock,
@@ -94,7 +104,7 @@ def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: in
     seconds = {name: measure.median(values) for name, values in times.items()}
     kept = rounds['foreign_share_of_kept']
     return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
-                tile_bytes=attention.CPU_TILE_BYTES, seconds=seconds, flops=flops,
+                tile_bytes=attention.CPU_TILE_BYTES, onednn_min_scores=attention.ONEDNN_MIN_SCORES, seconds=seconds, flops=flops,
                 time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
                 flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})
 

@@ -24,16 +24,28 @@ def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape,
     return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _onednn_linear_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    rows = 1
+    for size in input_shape[:-1]:
+        rows *= size
+    return 2 * rows * weight_shape[0] * weight_shape[1]
+
+
 _CPU_SDPA_FORMULAS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
 }
+# DCAL's CPU attention maps multiply through oneDNN's linear op (``attention.onednn_linear``),
+# which torch leaves uncounted: it counts as the ``mm`` it computes, always.
+_ALWAYS_COUNTED = {torch.ops.mkldnn._linear_pointwise: _onednn_linear_flop} if torch.backends.mkldnn.is_available() else {}
 ATTENTION_COUNTING = (
     'torch.utils.flop_counter.FlopCounterMode, one multiply-add = 2 FLOPs; matmul, conv and attention only '
     '(softmax, norms, GELU, adds are not counted, on either side). Fused SDPA counts as its two bmm '
     '(QK^T, PV) forward and five bmm backward (torch\'s own sdpa_flop / sdpa_backward_flop, registered '
     'here for the CPU kernel aten._scaled_dot_product_flash_attention_for_cpu[_backward], which torch '
-    'leaves uncounted), i.e. exactly what the unfused bmm path counts for the same shapes.')
+    'leaves uncounted), i.e. exactly what the unfused bmm path counts for the same shapes. oneDNN\'s '
+    'linear op (mkldnn::_linear_pointwise, through which DCAL\'s CPU attention maps multiply) counts as '
+    'the mm it computes.')
 
 
 def count_flops(fn: Callable[[], object], count_cpu_sdpa: bool = True) -> int:
@@ -41,7 +53,7 @@ def count_flops(fn: Callable[[], object], count_cpu_sdpa: bool = True) -> int:
 
     ``count_cpu_sdpa=False`` reproduces torch's default on CPU, where the fused kernel counts 0.
     """
-    mapping = _CPU_SDPA_FORMULAS if count_cpu_sdpa else {}
+    mapping = {**_ALWAYS_COUNTED, **(_CPU_SDPA_FORMULAS if count_cpu_sdpa else {})}
     with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return counter.get_total_flops()

@@ -4,8 +4,9 @@ SA, GLCA and PWCA differ only in which query, key and value tensors they hand to
 SA passes a sequence's own ``q, k, v``; GLCA passes queries gathered at the selected tokens and
 keys/values of all tokens; PWCA passes keys/values of two images concatenated along the tokens.
 """
+import functools
 import math
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,14 @@ from torch import Tensor, nn
 # (benchmarks/results/attention_variants_cpu_448_malloc-tuned.md and the README): 4 MB 1.46 / 1.10,
 # 16 MB 1.10 / 1.10, 64 MB 1.14 / 1.13, one tile 1.15 / 1.13 (DeiT-Tiny / DeiT-Small).
 CPU_TILE_BYTES = 16 << 20
+
+# Fewest scores (query rows x keys) of one image and head for which the CPU path that returns the
+# map multiplies head by head through oneDNN (see :func:`onednn_linear`) rather than batching tiles
+# through ``torch.bmm``: a oneDNN call costs 12 us where a BLAS call costs 6, and its faster GEMM
+# pays for that from about 300 x 300. Swept on the 2-core machine (one block, 3 / 6 heads, batch 8; tiles ÷
+# head by head, ms): 197 tokens 1.96 / 2.92 and 3.94 / 6.05, 257 tokens 3.00 / 3.88 and 6.44 / 7.71,
+# 325 tokens 4.96 / 4.69 and 10.15 / 9.46, 785 tokens 26.3 / 18.6 and 59.9 / 36.3.
+ONEDNN_MIN_SCORES = 300 * 300
 
 
 def attend(
@@ -33,20 +42,100 @@ def attend(
     when ``need_weights``; it never carries a gradient. When autograd records the call, the output
     comes from fused ``scaled_dot_product_attention`` and the map is computed beside it without
     gradient, so the backward pass stores no ``[B, H, Nq, Nk]`` tensor; otherwise the map and the
-    output share one softmax. On CPU that softmax is taken tile by tile (``CPU_TILE_BYTES``) so
-    each tile's probabilities are used while still in cache.
+    output share one softmax (:func:`shared_softmax`).
     """
     if not need_weights:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
     if records_gradient(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), attention_map(q, k)
-    return _probabilities_by_tile(q, k, v, dropout_p)
+    return shared_softmax(q, k, v, dropout_p)
+
+
+def attention_map(q: Tensor, k: Tensor) -> Tensor:
+    """Head mean of ``softmax(q kᵀ / √D)`` ``[B, Nq, Nk]`` for q ``[B, H, Nq, D]``, k ``[B, H, Nk, D]``, without gradient."""
+    return shared_softmax(q, k)[1]
 
 
 @torch.no_grad()
-def attention_map(q: Tensor, k: Tensor) -> Tensor:
-    """Head mean of ``softmax(q kᵀ / √D)`` ``[B, Nq, Nk]`` for q ``[B, H, Nq, D]``, k ``[B, H, Nk, D]``, without gradient."""
-    return _probabilities_by_tile(q, k)[1]
+def shared_softmax(
+        q: Tensor, k: Tensor, v: Optional[Tensor] = None, dropout_p: float = 0.0,
+) -> Tuple[Optional[Tensor], Tensor]:
+    """Head mean of ``P = softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` and, if ``v`` is given, ``P·v`` ``[B, H, Nq, Dv]``, from one softmax, without gradient.
+
+    On CPU the probabilities are made and used a piece at a time, so each piece is still in cache
+    when its head mean and ``P·v`` read it: head by head through oneDNN's GEMM for float32 score
+    matrices of ``ONEDNN_MIN_SCORES`` or more when torch has oneDNN, else in tiles of
+    ``CPU_TILE_BYTES`` through ``torch.bmm``. Elsewhere all of ``P`` is one tile.
+    """
+    linear = onednn_linear()
+    rows = min(q.shape[2], _rows_per_tile(k.shape[2], 1, q.element_size()))
+    if (linear is not None and q.device.type == 'cpu' and q.dtype == torch.float32
+            and rows * k.shape[2] >= ONEDNN_MIN_SCORES and torch.backends.mkldnn.enabled):
+        return _probabilities_by_head(q, k, v, dropout_p, linear)
+    return _probabilities_by_tile(q, k, v, dropout_p)
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_linear() -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+    """``(a [m, k], b [n, k]) -> a bᵀ [m, n]`` in float32 through oneDNN, or None where this torch lacks it.
+
+    torch's own float32 ``mm``/``bmm`` call MKL; on this project's 2-core AMD EPYC (AVX-512) a
+    [785, 64] x [64, 785] product runs at 200 GFLOP/s through MKL and 330 through oneDNN, the
+    library behind torch's fused CPU attention. The op is torch's internal
+    ``mkldnn::_linear_pointwise``; it is checked once against ``torch.mm`` (on fixed numbers, so the
+    global random stream is untouched) before it is trusted.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+
+        def linear(a: Tensor, b: Tensor) -> Tensor:
+            return op(a, b, None, 'none', [], '')
+
+        a, b = torch.linspace(-1, 1, 15).view(3, 5), torch.linspace(-2, 1, 20).view(4, 5)
+        works = torch.allclose(linear(a, b), a @ b.T, rtol=1e-5, atol=1e-6)
+    except (AttributeError, RuntimeError):
+        return None
+    return linear if works else None
+
+
+def _probabilities_by_head(
+        q: Tensor, k: Tensor, v: Optional[Tensor], dropout_p: float, linear: Callable[[Tensor, Tensor], Tensor],
+) -> Tuple[Optional[Tensor], Tensor]:
+    """:func:`shared_softmax` one image and head at a time, both products by ``linear`` (``a bᵀ``).
+
+    Each head's probabilities ``[rows, Nk]`` are added into the head mean and multiplied by v
+    right after their softmax. ``P·v`` is written into a ``[B, Nq, H, Dv]`` buffer and returned as
+    its ``[B, H, Nq, Dv]`` view, so merging the heads afterwards needs no copy.
+    """
+    batch, heads, queries, _ = q.shape
+    num_keys = k.shape[2]
+    weights = q.new_empty(batch, queries, num_keys)
+    q, k = scaled_contiguous_queries(q), k.contiguous()
+    values_t = None if v is None else v.transpose(-2, -1).contiguous()
+    out = None if v is None else q.new_empty(batch, queries, heads, v.shape[-1])
+    rows = _rows_per_tile(num_keys, 1, q.element_size())
+    for image in range(batch):
+        for start in range(0, queries, rows):
+            block = slice(start, start + rows)
+            head_mean = weights[image, block]
+            for head in range(heads):
+                probabilities = linear(q[image, head, block], k[image, head])
+                torch.softmax(probabilities, dim=-1, out=probabilities)
+                if head == 0:
+                    torch.mul(probabilities, 1.0 / heads, out=head_mean)
+                else:
+                    head_mean.add_(probabilities, alpha=1.0 / heads)
+                if values_t is not None:
+                    probabilities = F.dropout(probabilities, p=dropout_p) if dropout_p > 0 else probabilities
+                    out[image, block, head] = linear(probabilities, values_t[image, head])
+    return None if out is None else out.transpose(1, 2), weights
+
+
+def _rows_per_tile(num_keys: int, heads: int, element_size: int) -> int:
+    """Query rows whose probabilities over ``num_keys`` keys for ``heads`` heads fill ``CPU_TILE_BYTES`` (at least 1)."""
+    return max(1, CPU_TILE_BYTES // (heads * num_keys * element_size))
 
 
 def records_gradient(*tensors: Tensor) -> bool:
@@ -116,7 +205,7 @@ def _tiles(q: Tensor, num_keys: int) -> Iterator[Tuple[slice, slice]]:
     if q.device.type != 'cpu':
         yield slice(None), slice(None)
         return
-    rows = max(1, CPU_TILE_BYTES // (heads * num_keys * q.element_size()))
+    rows = _rows_per_tile(num_keys, heads, q.element_size())
     if rows >= queries:  # whole images per tile
         step = rows // queries
         for start in range(0, batch, step):

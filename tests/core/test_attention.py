@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dcal_plugin.core import attend
+from dcal_plugin.core import attend, attention
 from dcal_plugin.core.attention import merge_heads, project_kv, project_q, project_qkv
 
 from ..conftest import make_tiny_vit
@@ -77,3 +77,84 @@ def test_write_head_mean_into_a_tile_of_rows():
     write_head_mean(probabilities, torch.full((2, 1, 3), 1 / 3), weights[1:3, 2:6])
     torch.testing.assert_close(weights[1:3, 2:6], probabilities.mean(1))
     assert weights[0].eq(0).all() and weights[:, :2].eq(0).all()
+
+
+needs_onednn = pytest.mark.skipif(attention.onednn_linear() is None, reason='this torch has no oneDNN linear op')
+
+
+def taken_path(q, k):
+    """Which of the two CPU implementations ``shared_softmax`` runs for ``q, k``."""
+    taken, saved = [], {}
+    for name in ('_probabilities_by_head', '_probabilities_by_tile'):
+        saved[name] = getattr(attention, name)
+        setattr(attention, name, lambda *args, name=name: taken.append(name) or (None, None))
+    try:
+        attention.shared_softmax(q, k)
+    finally:
+        for name, implementation in saved.items():
+            setattr(attention, name, implementation)
+    return taken
+
+
+@needs_onednn
+def test_onednn_linear_multiplies_by_the_transpose():
+    a, b = torch.randn(2, 7, 5), torch.randn(4, 5)
+    torch.testing.assert_close(attention.onednn_linear()(a, b), a @ b.T)
+
+
+def test_onednn_linear_is_none_without_onednn(monkeypatch):
+    attention.onednn_linear.cache_clear()
+    monkeypatch.setattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    try:
+        assert attention.onednn_linear() is None
+    finally:
+        attention.onednn_linear.cache_clear()
+
+
+@needs_onednn
+def test_shared_softmax_goes_head_by_head_for_large_float32_cpu_maps(monkeypatch):
+    q, k, _ = qkv(nq=5, nk=9)
+    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', 5 * 9)
+    assert taken_path(q, k) == ['_probabilities_by_head']
+    assert taken_path(q.double(), k.double()) == ['_probabilities_by_tile']
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert taken_path(q, k) == ['_probabilities_by_tile']
+    monkeypatch.setattr(attention, 'CPU_TILE_BYTES', 4 * 9 * 4)  # blocks of 4 rows: 36 scores per product
+    assert taken_path(q, k) == ['_probabilities_by_tile']
+    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', 4 * 9)
+    assert taken_path(q, k) == ['_probabilities_by_head']
+    monkeypatch.setattr(attention, 'onednn_linear', lambda: None)
+    assert taken_path(q, k) == ['_probabilities_by_tile']
+
+
+@needs_onednn
+@pytest.mark.parametrize('tile_rows', [5, 2])  # whole images; blocks of 2 query rows (the last of 1)
+def test_head_by_head_path_matches_explicit_formula(monkeypatch, tile_rows):
+    q, k, v = qkv(nq=5, nk=9)
+    want_out, want_probs = explicit_attention(q, k, v)
+    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', 1)
+    monkeypatch.setattr(attention, 'CPU_TILE_BYTES', tile_rows * 9 * 4)
+    out, weights = attend(q, k, v, need_weights=True)
+    torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights, want_probs.mean(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attention.attention_map(q, k), want_probs.mean(1), rtol=1e-5, atol=1e-6)
+    assert out.transpose(1, 2).is_contiguous()  # merging the heads is a view
+
+
+@pytest.mark.parametrize('min_scores', [1, 1 << 62])  # head by head (where oneDNN is), tiles
+def test_attention_dropout_drops_from_the_output_not_from_the_map(monkeypatch, min_scores):
+    q, k, v = qkv()
+    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', min_scores)
+    want_out, want_probs = explicit_attention(q, k, v)
+    out, weights = attend(q, k, v, dropout_p=0.5, need_weights=True)
+    torch.testing.assert_close(weights, want_probs.mean(1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out, want_out, rtol=1e-3, atol=1e-3)
+
+
+def test_onednn_probe_leaves_the_random_stream_alone():
+    attention.onednn_linear.cache_clear()
+    torch.manual_seed(0)
+    attention.onednn_linear()
+    drawn = torch.rand(3)
+    torch.manual_seed(0)
+    torch.testing.assert_close(drawn, torch.rand(3))
