@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-# Bytes of one tile of probabilities [b, H, nq, Nk] in the CPU path that returns the map: a bound on
-# the scratch memory, large enough that a tile holds whole images at 448x448 for DeiT-Tiny/Small
-# (7.4 / 14.8 MB each at batch 8). Swept on the 2-core machine, whole eval forward ÷ timm at 448
-# (benchmarks/results/attention_variants_cpu_448_malloc-tuned.md and the README): 4 MB 1.46 / 1.10,
-# 16 MB 1.10 / 1.10, 64 MB 1.14 / 1.13, one tile 1.15 / 1.13 (DeiT-Tiny / DeiT-Small).
+# Bytes of one tile of probabilities [b, H, nq, Nk] in the CPU path that returns the map through
+# ``torch.bmm`` (and of one head's [nq, Nk] block head by head): a bound on the scratch memory, large
+# enough that a tile holds whole images at 448x448 for DeiT-Tiny/Small (7.4 / 14.8 MB each at batch
+# 8). Swept on the 2-core machine, whole eval forward ÷ timm at 448, in bmm tiles (before the
+# head-by-head path): 4 MB 1.46 / 1.10, 16 MB 1.10 / 1.10, 64 MB 1.14 / 1.13, one tile 1.15 / 1.13
+# (DeiT-Tiny / DeiT-Small).
 CPU_TILE_BYTES = 16 << 20
 
 # Fewest scores (query rows x keys) of one image and head for which the CPU path that returns the
