@@ -33,9 +33,11 @@ demo: install
 demo-reid: install
 	$(PY) tools/demo_reid.py --out $(DEMO)/reid
 
-# DCAL ÷ timm's plain ViT: time, FLOP and memory ratios -> benchmarks/results/speed_<device>.{json,md}.
+# DCAL ÷ timm's plain ViT: time, FLOP and memory ratios -> benchmarks/results/speed_cpu_malloc-tuned.{json,md}.
+# glibc keeps freed memory in the process (what jemalloc/tcmalloc do), so no time is page faults.
+BENCH_MALLOC := MALLOC_TRIM_THRESHOLD_=4000000000 MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TOP_PAD_=536870912
 bench: install
-	$(PY) -m benchmarks.speed
+	$(BENCH_MALLOC) $(PY) -m benchmarks.speed --tag _malloc-tuned
 
 # SA only / SA + GLCA / SA + PWCA / DCAL, 3 seeds, FGVC and Re-ID on the digits -> docs/ablation.{md,png,json};
 # then the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0) -> docs/localization.md, rollout_grid.png.

@@ -17,9 +17,10 @@ of it (same weights) and measures, DCAL ÷ timm:
   is the heap timm's alone, later cases inherit what the earlier ones grew).
 
 Times are medians of interleaved repeats after warm-up. One table is printed and written, with
-the device, torch version and thread count, to ``<out-dir>/speed_<device>.json`` and ``.md``.
+the device, torch version and thread count, to ``<out-dir>/speed_<device><tag>.json`` and ``.md``.
 
-    python -m benchmarks.speed                 # the full table (make bench)
+    python -m benchmarks.speed                 # the full table under glibc's default malloc
+    make bench   # the same with glibc keeping freed memory (MALLOC_*_ settings in the Makefile): no page faults
     python -m benchmarks.speed --smoke --out-dir /tmp/b   # CI: DeiT-Tiny@224, batch 2, 1 repeat
 """
 import argparse
