@@ -104,7 +104,8 @@ def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: in
     seconds = {name: measure.median(values) for name, values in times.items()}
     kept = rounds['foreign_share_of_kept']
     return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
-                tile_bytes=attention.CPU_TILE_BYTES, onednn_min_scores=attention.ONEDNN_MIN_SCORES, seconds=seconds, flops=flops,
+                tile_bytes=attention.CPU_TILE_BYTES, onednn_min_scores=attention.ONEDNN_MIN_SCORES,
+                seconds=seconds, flops=flops,
                 time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
                 flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})
 

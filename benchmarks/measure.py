@@ -37,7 +37,8 @@ _CPU_SDPA_FORMULAS = {
 }
 # DCAL's CPU attention maps multiply through oneDNN's linear op (``attention.onednn_linear``),
 # which torch leaves uncounted: it counts as the ``mm`` it computes, always.
-_ALWAYS_COUNTED = {torch.ops.mkldnn._linear_pointwise: _onednn_linear_flop} if torch.backends.mkldnn.is_available() else {}
+_ALWAYS_COUNTED = ({torch.ops.mkldnn._linear_pointwise: _onednn_linear_flop}
+                   if hasattr(torch.ops.mkldnn, '_linear_pointwise') else {})
 ATTENTION_COUNTING = (
     'torch.utils.flop_counter.FlopCounterMode, one multiply-add = 2 FLOPs; matmul, conv and attention only '
     '(softmax, norms, GELU, adds are not counted, on either side). Fused SDPA counts as its two bmm '

@@ -24,9 +24,10 @@ CPU_TILE_BYTES = 16 << 20
 # Fewest scores (query rows x keys) of one image and head for which the CPU path that returns the
 # map multiplies head by head through oneDNN (see :func:`onednn_linear`) rather than batching tiles
 # through ``torch.bmm``: a oneDNN call costs 12 us where a BLAS call costs 6, and its faster GEMM
-# pays for that from about 300 x 300. Swept on the 2-core machine (one block, 3 / 6 heads, batch 8; tiles ÷
-# head by head, ms): 197 tokens 1.96 / 2.92 and 3.94 / 6.05, 257 tokens 3.00 / 3.88 and 6.44 / 7.71,
-# 325 tokens 4.96 / 4.69 and 10.15 / 9.46, 785 tokens 26.3 / 18.6 and 59.9 / 36.3.
+# pays for that from about 300 x 300. Swept on the 2-core machine (one block's attention with its
+# map, batch 8, ms in bmm tiles / head by head; 3 heads, then 6): 197 tokens 1.96 / 2.92, 3.94 /
+# 6.05; 257 tokens 3.00 / 3.88, 6.44 / 7.71; 325 tokens 4.96 / 4.69, 10.15 / 9.46; 785 tokens
+# 26.3 / 18.6, 59.9 / 36.3.
 ONEDNN_MIN_SCORES = 300 * 300
 
 
