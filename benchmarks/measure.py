@@ -3,6 +3,7 @@
 Everything here treats the two models of a comparison the same way: the same timer, the same
 FLOP formulas (attention included, fused or not), the same memory accounting.
 """
+import math
 import os
 import resource
 import statistics
@@ -25,10 +26,7 @@ def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape,
 
 
 def _onednn_linear_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    rows = 1
-    for size in input_shape[:-1]:
-        rows *= size
-    return 2 * rows * weight_shape[0] * weight_shape[1]
+    return 2 * math.prod(input_shape[:-1]) * weight_shape[0] * weight_shape[1]
 
 
 _CPU_SDPA_FORMULAS = {

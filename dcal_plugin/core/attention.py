@@ -73,7 +73,7 @@ def shared_softmax(
     rows = min(q.shape[2], _rows_per_tile(k.shape[2], 1, q.element_size()))
     if (linear is not None and q.device.type == 'cpu' and q.dtype == torch.float32
             and rows * k.shape[2] >= ONEDNN_MIN_SCORES and torch.backends.mkldnn.enabled):
-        return _probabilities_by_head(q, k, v, dropout_p, linear)
+        return _probabilities_by_head(q, k, v, dropout_p, linear, rows)
     return _probabilities_by_tile(q, k, v, dropout_p)
 
 
@@ -104,8 +104,9 @@ def onednn_linear() -> Optional[Callable[[Tensor, Tensor], Tensor]]:
 
 def _probabilities_by_head(
         q: Tensor, k: Tensor, v: Optional[Tensor], dropout_p: float, linear: Callable[[Tensor, Tensor], Tensor],
+        rows: int,
 ) -> Tuple[Optional[Tensor], Tensor]:
-    """:func:`shared_softmax` one image and head at a time, both products by ``linear`` (``a bᵀ``).
+    """:func:`shared_softmax` one image and head at a time, ``rows`` query rows per block, both products by ``linear`` (``a bᵀ``).
 
     Each head's probabilities ``[rows, Nk]`` are added into the head mean and multiplied by v
     right after their softmax. ``P·v`` is written into a ``[B, Nq, H, Dv]`` buffer and returned as
@@ -117,7 +118,6 @@ def _probabilities_by_head(
     q, k = scaled_contiguous_queries(q), k.contiguous()
     values_t = None if v is None else v.transpose(-2, -1).contiguous()
     out = None if v is None else q.new_empty(batch, queries, heads, v.shape[-1])
-    rows = _rows_per_tile(num_keys, 1, q.element_size())
     for image in range(batch):
         for start in range(0, queries, rows):
             block = slice(start, start + rows)
