@@ -20,6 +20,7 @@ def self_and_pair_attention_block(
         partner: Optional[Tensor] = None,
         need_weights: bool = False,
         class_row_only: bool = False,
+        partner_gradient: bool = True,
 ) -> Tuple[Tensor, Optional[Callable[[], Tensor]]]:
     """One block on the SA stream ``[B, N, C]``, or on ``[SA; PWCA]`` stacked ``[2B, N, C]`` when ``partner`` is given.
 
@@ -32,13 +33,13 @@ def self_and_pair_attention_block(
     and keys, which the backward pass keeps anyway: training then holds no ``[B, N, N]`` map per
     block before the rollout reads them, one at a time. With ``class_row_only`` the function returns
     only the class token's row ``[B, 1, N]`` (all the rollout reads of its last block) and the
-    output comes from fused attention.
+    output comes from fused attention. Without ``partner_gradient`` the partner's keys/values are
+    detached, so the PWCA rows send no gradient into the partner's SA stream.
     """
     q, k, v = project_qkv(block.attn, block.norm1(x))
     dropout_p = attention_dropout(block.attn)
     num_sa = x.shape[0] if partner is None else x.shape[0] // 2
     q_sa, k_sa, v_sa = q[:num_sa], k[:num_sa], v[:num_sa]
-    read_map = None
     if need_weights and (class_row_only or records_gradient(q_sa, k_sa, v_sa)):
         out, _ = attend(q_sa, k_sa, v_sa, dropout_p)
         map_queries = q_sa[:, :, :1] if class_row_only else q_sa
@@ -48,8 +49,11 @@ def self_and_pair_attention_block(
         read_map = None if weights is None else (lambda: weights)
     out = merge_heads(block.attn, out)
     if partner is not None:
-        pair_keys = torch.cat([k[num_sa:], k[partner]], dim=2)
-        pair_values = torch.cat([v[num_sa:], v[partner]], dim=2)
+        partner_keys, partner_values = k[partner], v[partner]
+        if not partner_gradient:
+            partner_keys, partner_values = partner_keys.detach(), partner_values.detach()
+        pair_keys = torch.cat([k[num_sa:], partner_keys], dim=2)
+        pair_values = torch.cat([v[num_sa:], partner_values], dim=2)
         pair_out, _ = attend(q[num_sa:], pair_keys, pair_values, dropout_p)
         # projected apart and joined after: the projection's backward keeps the attention outputs
         # themselves, not a joined copy of them
@@ -60,7 +64,7 @@ def self_and_pair_attention_block(
 
 
 def global_local_cross_attention_block(block: nn.Module, x: Tensor, query_index: Tensor) -> Tensor:
-    """GLCA block: tokens ``x [B, N, C]``, query positions ``[B, 1+R]`` (class token first) -> ``[B, 1+R, C]``.
+    """GLCA block: tokens ``x [B, N, C]``, query positions ``[B, R]`` in the token sequence -> ``[B, R, C]``.
 
     Keys and values come from all N tokens; queries are computed only for the gathered ones; the
     residual and MLP act on the gathered tokens (METHOD §3).

@@ -1,6 +1,7 @@
 """DCAL on a timm Vision Transformer: SA, GLCA and PWCA branches (Zhu et al., CVPR 2022, arXiv 2205.02151)."""
 import collections.abc
 import copy
+import inspect
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import timm
@@ -11,8 +12,9 @@ from torch import Tensor, nn
 from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
 from .checkpoint import load_timm_checkpoint
 from .output import DCALOutput
-from .rollout import class_token_rollout, num_local_queries, select_local_queries
+from .rollout import class_token_rollout, num_local_queries, random_local_queries, select_local_queries
 
+QUERY_SELECTIONS = ('rollout', 'random')
 SUPPORTED_MODELS = (
     'deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224',
     'vit_base_patch16_224', 'vit_base_r50_s16_224', 'vit_base_r50_s16_384',
@@ -25,12 +27,14 @@ class DCALViT(nn.Module):
     ``vit`` is the SA branch and keeps timm's parameter names (``vit.blocks.3.attn.qkv.weight``);
     its blocks compute exactly timm's math. GLCA is one block in parallel with SA block
     ``glca_block_index``, with its own weights initialised as copies of that block, of the final
-    norm and of the classifier; its queries are the class token and the top-R patches of the
-    class-token attention rollout through blocks ``0..glca_block_index`` (METHOD §2–3). Its output
-    class token goes straight to its own norm and classifier [ours, also when the block is not
-    the last]. PWCA (train mode only) shares every weight with SA: at each block, an image's PWCA
-    tokens attend over its own keys/values concatenated with its distractor's SA keys/values at
-    that block (METHOD §4).
+    norm and of the classifier; its queries are the R patch tokens with the highest class-token
+    attention rollout through blocks ``0..glca_block_index`` (METHOD §2–3), its keys and values
+    all N tokens entering that block. The R outputs are averaged, then go to GLCA's own norm and
+    classifier [ours: the paper does not say how the R outputs are reduced; also when the block is
+    not the last]. PWCA (train mode only) shares every weight with SA: at each block, an image's
+    PWCA tokens attend over its own keys/values concatenated with its distractor's SA keys/values
+    at that block (METHOD §4); the distractor is drawn uniformly among the permutations of the
+    batch without fixed points [ours].
 
     Args:
         vit (VisionTransformer): a timm ViT/DeiT/hybrid with one class token and token pooling.
@@ -45,6 +49,14 @@ class DCALViT(nn.Module):
         use_glca (bool): build and run the GLCA branch. Defaults to True.
         use_pwca (bool): run the PWCA branch in train mode. Defaults to True. With both switched
             off the model is timm's plain ViT (the ablation's SA-only baseline, METHOD §8).
+        query_selection (str): how GLCA picks its R local queries, in train and eval mode:
+            ``'rollout'`` (the top-R of the rollout, the method) or ``'random'`` (R patches drawn
+            uniformly at random per image and call, the paper's "random queries" ablation; no
+            rollout is computed). Defaults to ``'rollout'``.
+        pwca_partner_gradient (bool): whether the PWCA loss sends gradient into the distractor's SA
+            stream through its keys and values [ours: the paper names no stop-gradient, so by
+            default the gradient flows as the plain computation has it]. False detaches them.
+            Defaults to True.
     """
 
     def __init__(
@@ -56,9 +68,13 @@ class DCALViT(nn.Module):
             sa_only_inference: bool = False,
             use_glca: bool = True,
             use_pwca: bool = True,
+            query_selection: str = 'rollout',
+            pwca_partner_gradient: bool = True,
     ) -> None:
         super().__init__()
         _check_backbone(vit)
+        if query_selection not in QUERY_SELECTIONS:
+            raise ValueError(f'query_selection must be one of {QUERY_SELECTIONS}, got {query_selection!r}')
         depth = len(vit.blocks)
         if not -depth <= glca_block_index < depth:
             raise ValueError(f'glca_block_index must lie in [{-depth}, {depth - 1}], got {glca_block_index}')
@@ -70,6 +86,8 @@ class DCALViT(nn.Module):
         self.sa_only_inference = sa_only_inference
         self.use_glca = use_glca
         self.use_pwca = use_pwca
+        self.query_selection = query_selection
+        self.pwca_partner_gradient = pwca_partner_gradient
         if use_glca:
             self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
             self.glca_norm = copy.deepcopy(vit.norm)
@@ -82,24 +100,25 @@ class DCALViT(nn.Module):
             checkpoint_path: Optional[str] = None,
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
             num_classes: int = 0,
-            local_query_ratio: float = 0.1,
-            glca_block_index: int = -1,
             drop_path_rate: float = 0.0,
-            use_glca: bool = True,
-            use_pwca: bool = True,
-            **timm_kwargs,
+            **kwargs,
     ) -> 'DCALViT':
-        """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``), load a local checkpoint, wrap it."""
+        """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``), load a local checkpoint, wrap it.
+
+        ``kwargs`` named like an argument of :class:`DCALViT` (``local_query_ratio``,
+        ``query_selection``, ...) go to it; the others to ``timm.create_model`` (e.g. ``depth``).
+        """
         if not timm.is_model(model_name):
             close = timm.list_models(f'*{model_name.split("_")[0]}*')[:8]
             raise ValueError(f'unknown timm model {model_name!r}; tested: {", ".join(SUPPORTED_MODELS)}; '
                              f'similar timm names: {", ".join(close) or "none"}')
+        dcal_names = set(inspect.signature(cls.__init__).parameters) - {'self', 'vit'}
+        dcal_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in dcal_names}
         if img_size is not None:
-            timm_kwargs['img_size'] = img_size
+            kwargs['img_size'] = img_size
         vit = timm.create_model(
-            model_name, pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate, **timm_kwargs)
-        model = cls(vit, local_query_ratio=local_query_ratio, glca_block_index=glca_block_index, use_glca=use_glca,
-                    use_pwca=use_pwca)
+            model_name, pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
+        model = cls(vit, **dcal_kwargs)
         if checkpoint_path is not None:
             model.load_timm_checkpoint(checkpoint_path)
         return model
@@ -124,6 +143,7 @@ class DCALViT(nn.Module):
         batch = x.shape[0]
         partner = self._partner(batch, distractor_index, x.device) if self.training and self.use_pwca else None
         glca_at = self.glca_block_index if self.use_glca and (self.training or not self.sa_only_inference) else -1
+        rollout_to = glca_at if self.query_selection == 'rollout' else -1
         glca_feature = glca_logits = local_query_index = None
         if partner is None and glca_at < 0:  # SA alone: timm's own blocks
             stream = self.vit.blocks(tokens)
@@ -134,7 +154,8 @@ class DCALViT(nn.Module):
                 if index == glca_at:
                     glca_input = stream[:batch]
                 stream, read_map = self_and_pair_attention_block(
-                    block, stream, partner, need_weights=index <= glca_at, class_row_only=index == glca_at)
+                    block, stream, partner, need_weights=index <= rollout_to, class_row_only=index == rollout_to,
+                    partner_gradient=self.pwca_partner_gradient)
                 if read_map is not None:
                     maps.append(read_map)
                 if index == glca_at:
@@ -174,13 +195,17 @@ class DCALViT(nn.Module):
     def _glca(self, tokens: Tensor, maps: Sequence[Callable[[], Tensor]]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
         """GLCA on the tokens entering its block ``[B, N, C]`` -> feature ``[B, C]``, logits, local queries ``[B, R]``.
 
-        ``maps``: per SA block, a function returning its head-averaged attention map ``[B, N, N]``.
+        ``maps``: per SA block, a function returning its head-averaged attention map ``[B, N, N]``
+        (empty with random queries). The feature is GLCA's norm of the mean of its R outputs.
         """
-        scores = class_token_rollout(_MapsOnRead(maps), self.residual_weight, rows_sum_to_one=True)
-        local_index = select_local_queries(scores, self.local_query_ratio)
-        class_index = torch.zeros_like(local_index[:, :1])
-        out = global_local_cross_attention_block(self.glca_block, tokens, torch.cat([class_index, local_index + 1], 1))
-        feature = self.glca_norm(out)[:, 0]
+        if self.query_selection == 'random':
+            local_index = random_local_queries(
+                tokens.shape[0], tokens.shape[1] - 1, self.local_query_ratio, tokens.device)
+        else:
+            scores = class_token_rollout(_MapsOnRead(maps), self.residual_weight, rows_sum_to_one=True)
+            local_index = select_local_queries(scores, self.local_query_ratio)
+        out = global_local_cross_attention_block(self.glca_block, tokens, local_index + 1)  # token 0: class token
+        feature = self.glca_norm(out.mean(dim=1))
         return feature, self._classify(self.glca_head, feature), local_index
 
     def _sa_head(self, tokens: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
@@ -194,16 +219,12 @@ class DCALViT(nn.Module):
 
     @staticmethod
     def _partner(batch: int, distractor_index: Optional[Tensor], device: torch.device) -> Tensor:
-        """Each image's PWCA distractor ``[B]``: validated, or a random permutation without fixed points."""
+        """Each image's PWCA distractor ``[B]``: validated, or drawn uniformly among the permutations without fixed points."""
         if batch < 2:
             raise ValueError('PWCA pairs each image with another image of its mini-batch: train mode needs a '
                              f'batch of at least 2 images, got {batch} (use model.eval() for inference)')
         if distractor_index is None:
-            order = torch.randperm(batch, device=device)
-            shift = int(torch.randint(1, batch, ()))
-            partner = torch.empty_like(order)
-            partner[order] = order.roll(-shift)
-            return partner
+            return random_derangement(batch).to(device)
         if distractor_index.shape != (batch,) or distractor_index.dtype != torch.long:
             raise ValueError(f'distractor_index must be a LongTensor [{batch}], got '
                              f'{distractor_index.dtype} {tuple(distractor_index.shape)}')
@@ -212,6 +233,21 @@ class DCALViT(nn.Module):
         if bool((distractor_index == torch.arange(batch, device=distractor_index.device)).any()):
             raise ValueError('distractor_index pairs an image with itself; PWCA needs another image')
         return distractor_index.to(device)
+
+
+def random_derangement(size: int) -> Tensor:
+    """A permutation ``[size]`` of ``0..size-1`` without fixed points, uniform among all such (rejection sampling).
+
+    A uniform random permutation has no fixed point with probability about 1/e, so on average
+    e draws of ``torch.randperm`` (on the CPU, from torch's global generator) are taken.
+    """
+    if size < 2:
+        raise ValueError(f'a permutation without fixed points needs at least 2 elements, got {size}')
+    identity = torch.arange(size)
+    while True:
+        order = torch.randperm(size)
+        if not bool((order == identity).any()):
+            return order
 
 
 class _MapsOnRead(collections.abc.Sequence):

@@ -8,7 +8,10 @@ from torch import Tensor
 
 @dataclass
 class DCALOutput:
-    """Branch outputs: features are the final normed class tokens ``[B, C]``, logits ``[B, K]``.
+    """Branch outputs: features ``[B, C]``, logits ``[B, K]``.
+
+    SA's and PWCA's feature is their final normed class token; GLCA's is its norm of the mean of
+    its R local queries' outputs (METHOD §3).
 
     ``pwca_*`` are None in eval mode (PWCA only trains) and without PWCA (``use_pwca=False``);
     ``*_logits`` are None for a model built with ``num_classes=0``; ``glca_*`` and

@@ -50,6 +50,12 @@ def select_local_queries(scores: Tensor, ratio: float) -> Tensor:
     return scores.topk(count, dim=-1).indices
 
 
+def random_local_queries(batch: int, num_patches: int, ratio: float, device: torch.device) -> Tensor:
+    """Indices ``[B, R]`` of R distinct patches per image, drawn uniformly at random (the paper's "random queries" ablation)."""
+    count = num_local_queries(num_patches, ratio)
+    return torch.rand(batch, num_patches, device=device).topk(count, dim=-1).indices
+
+
 def num_local_queries(num_patches: int, ratio: float) -> int:
     """R of :func:`select_local_queries` for P patches: ``max(1, round(ratio·P))``."""
     if not 0.0 < ratio <= 1.0:

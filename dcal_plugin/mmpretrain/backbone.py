@@ -32,7 +32,9 @@ class DCALVisionTransformer(BaseModule):
         init_cfg (dict, optional): a ``Pretrained`` init_cfg without ``prefix`` names a timm
             checkpoint file; with ``prefix`` (e.g. ``'backbone.'`` of an mmpretrain DCAL
             checkpoint) it is handled by mmengine as usual.
-        **timm_kwargs: passed to ``timm.create_model`` (e.g. ``depth``, ``patch_size``).
+        **kwargs: the other arguments of :class:`~dcal_plugin.core.DCALViT` (``query_selection``,
+            ``pwca_partner_gradient``, ``residual_weight``), then ``timm.create_model``'s (e.g.
+            ``depth``, ``patch_size``).
     """
 
     def __init__(
@@ -47,7 +49,7 @@ class DCALVisionTransformer(BaseModule):
             use_glca: bool = True,
             use_pwca: bool = True,
             init_cfg: Optional[dict] = None,
-            **timm_kwargs,
+            **kwargs,
     ) -> None:
         if checkpoint_path is not None:
             if init_cfg is not None:
@@ -56,9 +58,8 @@ class DCALVisionTransformer(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.dcal = DCALViT.from_timm(
             model_name, img_size=img_size, num_classes=0, local_query_ratio=local_query_ratio,
-            glca_block_index=glca_block_index, drop_path_rate=drop_path_rate, use_glca=use_glca, use_pwca=use_pwca,
-            **timm_kwargs)
-        self.dcal.sa_only_inference = sa_only_inference
+            glca_block_index=glca_block_index, drop_path_rate=drop_path_rate, sa_only_inference=sa_only_inference,
+            use_glca=use_glca, use_pwca=use_pwca, **kwargs)
 
     @property
     def embed_dim(self) -> int:

@@ -22,6 +22,10 @@ def get_default_config() -> CfgNode:
     cfg.model.drop_path_rate = 0.1  # stochastic depth (TransReID's rate; the paper gives none)
     cfg.model.use_glca = True  # False: no GLCA branch (ablations)
     cfg.model.use_pwca = True  # False: train without PWCA (ablations)
+    cfg.model.residual_weight = 0.5  # weight of the identity in the rollout's residual maps
+    cfg.model.sa_only_inference = False  # True: test with SA's feature alone (GLCA dropped at inference)
+    cfg.model.query_selection = 'rollout'  # GLCA's local queries: 'rollout' (the method) or 'random' (ablation)
+    cfg.model.pwca_partner_gradient = True  # False: PWCA sends no gradient into the partner's SA stream
     cfg.model.timm_kwargs = CfgNode(new_allowed=True)  # extra timm.create_model arguments (e.g. depth, patch_size)
 
     cfg.data = CfgNode()
@@ -102,6 +106,10 @@ def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'drop_path_rate': cfg.model.drop_path_rate,
         'use_glca': cfg.model.use_glca,
         'use_pwca': cfg.model.use_pwca,
+        'residual_weight': cfg.model.residual_weight,
+        'sa_only_inference': cfg.model.sa_only_inference,
+        'query_selection': cfg.model.query_selection,
+        'pwca_partner_gradient': cfg.model.pwca_partner_gradient,
         **dict(cfg.model.timm_kwargs),
     }
 

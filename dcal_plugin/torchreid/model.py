@@ -40,8 +40,8 @@ class DCALReID(nn.Module):
     statistics and do not update SA's running statistics [ours]. The uncertainty weighting of
     the three branch losses is the submodule ``loss_weighting``, so torchreid's optimizer and
     checkpoints include its ``log_vars``. A branch switched off in ``dcal`` (``use_glca``,
-    ``use_pwca``; ablations) has no BNNeck, classifier or output: without GLCA the retrieval
-    feature is SA's ``[B, C]``.
+    ``use_pwca``; ablations) has no BNNeck, classifier or output: without GLCA, or with the core's
+    ``sa_only_inference``, the retrieval feature is SA's ``[B, C]``.
 
     Args:
         dcal (DCALViT): the backbone with its three branches, built with ``num_classes=0``.
@@ -75,7 +75,7 @@ class DCALReID(nn.Module):
     @property
     def retrieval_features(self) -> Tuple[str, ...]:
         """The branches whose BNNeck features make up the retrieval feature, in order."""
-        return ('sa', 'glca') if self.dcal.use_glca else ('sa',)
+        return ('sa', 'glca') if self.dcal.use_glca and not self.dcal.sa_only_inference else ('sa',)
 
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> Union[DCALOutput, Tensor]:
         """Images ``[B, 3, H, W]`` -> train: :class:`DCALOutput` (features ``[B, C]``, logits ``[B, K]``); eval: ``[B, 2C]``."""
@@ -104,16 +104,17 @@ def build_dcal_reid(
         drop_path_rate: float = 0.1,
         use_glca: bool = True,
         use_pwca: bool = True,
-        **timm_kwargs,
+        **kwargs,
 ) -> DCALReID:
     """DCALReID on timm's ``model_name`` at ``img_size`` (H, W), optionally from a local timm checkpoint.
 
     ``local_query_ratio`` defaults to the paper's Re-ID R = 30%; ``drop_path_rate`` to TransReID's
     0.1 (the paper gives no rate). ``use_glca``/``use_pwca`` switch a branch off (ablations).
-    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``depth``).
+    ``kwargs`` go to :class:`~dcal_plugin.core.DCALViT` where it has the argument (e.g.
+    ``query_selection``, ``pwca_partner_gradient``), else to ``timm.create_model`` (e.g. ``depth``).
     """
     dcal = DCALViT.from_timm(
         model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0,
         local_query_ratio=local_query_ratio, glca_block_index=glca_block_index, drop_path_rate=drop_path_rate,
-        use_glca=use_glca, use_pwca=use_pwca, **timm_kwargs)
+        use_glca=use_glca, use_pwca=use_pwca, **kwargs)
     return DCALReID(dcal, num_classes)

@@ -9,7 +9,7 @@ from ..conftest import make_tiny_vit
 
 def explicit_attention(q, k, v):
     """Loop over batch and heads: softmax(q kᵀ/√D) v and the probabilities."""
-    out, probs = torch.empty_like(q), torch.empty(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    out, probs = torch.empty_like(q), q.new_empty(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
     for b in range(q.shape[0]):
         for h in range(q.shape[1]):
             p = torch.softmax(q[b, h] @ k[b, h].T / q.shape[-1] ** 0.5, dim=-1)
@@ -141,14 +141,26 @@ def test_head_by_head_path_matches_explicit_formula(monkeypatch, tile_rows):
     assert out.transpose(1, 2).is_contiguous()  # merging the heads is a view
 
 
-@pytest.mark.parametrize('min_scores', [1, 1 << 62])  # head by head (where oneDNN is), tiles
+@pytest.mark.parametrize('min_scores', [1, 1 << 62])  # head by head (where oneDNN is), one tile
 def test_attention_dropout_drops_from_the_output_not_from_the_map(monkeypatch, min_scores):
+    """Output = (P ⊙ M / (1 - p)) v with the mask M that dropout drew; the map is the mean of P itself."""
     q, k, v = qkv()
     monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', min_scores)
+    dropped, real_dropout = [], torch.nn.functional.dropout
+
+    def recording(probabilities, p, **kwargs):
+        dropped.append(real_dropout(probabilities, p=p, **kwargs))
+        return dropped[-1]
+
+    monkeypatch.setattr(torch.nn.functional, 'dropout', recording)
     want_out, want_probs = explicit_attention(q, k, v)
     out, weights = attend(q, k, v, dropout_p=0.5, need_weights=True)
+    dropped = torch.stack(dropped).reshape(want_probs.shape)  # one call per image and head, or one for all
+    kept = dropped != 0
+    assert 0.3 < kept.float().mean() < 0.7
+    torch.testing.assert_close(dropped, torch.where(kept, want_probs / 0.5, 0.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, dropped @ v, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights, want_probs.mean(1), rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(out, want_out, rtol=1e-3, atol=1e-3)
 
 
 def test_onednn_probe_leaves_the_random_stream_alone():
@@ -158,3 +170,65 @@ def test_onednn_probe_leaves_the_random_stream_alone():
     drawn = torch.rand(3)
     torch.manual_seed(0)
     torch.testing.assert_close(drawn, torch.rand(3))
+
+
+@pytest.mark.parametrize('need_weights', [False, True])
+def test_fused_attention_under_autograd_applies_dropout_as_torch_does(need_weights):
+    q, k, v = qkv()
+    q.requires_grad_()
+    torch.manual_seed(3)
+    out, weights = attend(q, k, v, dropout_p=0.3, need_weights=need_weights)
+    torch.manual_seed(3)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.3)
+    torch.testing.assert_close(out, want)
+    assert not torch.allclose(out, explicit_attention(q.detach(), k, v)[0], atol=1e-3)
+    assert (weights is None) != need_weights
+
+
+@pytest.mark.parametrize('need_weights', [False, True])
+def test_attend_keeps_float64(need_weights):
+    q, k, v = (t.double() for t in qkv())
+    want_out, want_probs = explicit_attention(q, k, v)
+    out, weights = attend(q, k, v, need_weights=need_weights)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, want_out.double(), rtol=1e-12, atol=1e-12)
+    if need_weights:
+        torch.testing.assert_close(weights, want_probs.double().mean(1), rtol=1e-12, atol=1e-12)
+
+
+def test_tiles_of_two_images_with_a_last_tile_of_one(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(3, 3, n, 8, generator=g) for n in (5, 9, 9))
+    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', 1 << 62)
+    monkeypatch.setattr(attention, "CPU_TILE_BYTES", 2 * 3 * 5 * 9 * 4)  # two images of 3 heads x 5 rows x 9 keys
+    assert list(attention._tiles(q, 9)) == [(slice(0, 2), slice(None)), (slice(2, 4), slice(None))]
+    want_out, want_probs = explicit_attention(q, k, v)
+    out, weights = attend(q, k, v, need_weights=True)
+    torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights, want_probs.mean(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('batch,heads,queries,tile_rows,threads', [
+    (4, 3, 5, 5, 2), (4, 3, 5, 10, 2), (3, 3, 5, 15, 1), (4, 3, 7, 2, 2), (5, 3, 7, 3, 2), (4, 6, 7, 3, 4),
+    (2, 3, 7, 1, 2), (3, 2, 9, 4, 3),
+])
+def test_tiles_cover_every_image_and_row_once_within_the_tile_size(monkeypatch, batch, heads, queries, tile_rows,
+                                                                     threads):
+    num_keys = 9
+    monkeypatch.setattr(attention, 'CPU_TILE_BYTES', tile_rows * heads * num_keys * 4)
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: threads)
+    q = torch.empty(batch, heads, queries, 8)
+    covered = torch.zeros(batch, queries, dtype=torch.long)
+    for images, rows in attention._tiles(q, num_keys):
+        tile = covered[images, rows]
+        assert tile.numel() <= max(tile_rows, queries) * (1 if tile_rows < queries else tile_rows // queries)
+        covered[images, rows] += 1
+    assert torch.equal(covered, torch.ones_like(covered))
+
+
+def test_row_tiles_span_images_so_that_products_split_evenly_over_the_threads(monkeypatch):
+    monkeypatch.setattr(attention, 'CPU_TILE_BYTES', 4 * 3 * 9 * 4)  # 4 rows of 3 heads per tile
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
+    tiles = list(attention._tiles(torch.empty(4, 3, 7, 8), 9))
+    assert tiles[:2] == [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4))]  # 3 heads, 2 threads: 2 images
+    assert len(tiles) == 2 * 4

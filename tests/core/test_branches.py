@@ -1,10 +1,14 @@
 """GLCA, PWCA and the rollout inside DCALViT against the loop formulas of ``reference.py``."""
+import collections
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dcal_plugin.core import DCALViT, UncertaintyWeightedLoss
 from dcal_plugin.core import dcal_vit as dcal_vit_module
+from dcal_plugin.core.blocks import global_local_cross_attention_block, self_and_pair_attention_block
+from dcal_plugin.core.dcal_vit import random_derangement
 
 from ..conftest import make_tiny_vit
 from .reference import cross_attention_block, head_mean_attention, rollout_full
@@ -20,29 +24,6 @@ def sa_tokens_per_block(vit, x):
     for block in vit.blocks:
         tokens.append(block(tokens[-1]))
     return tokens
-
-
-@pytest.mark.parametrize('glca_block_index', [-1, 1])
-def test_glca_matches_per_query_loop(glca_block_index):
-    model = DCALViT(make_tiny_vit(), local_query_ratio=0.25, glca_block_index=glca_block_index).eval()
-    with torch.no_grad():  # make GLCA's weights differ from the SA block it was copied from
-        for param in model.glca_block.parameters():
-            param.add_(0.05 * torch.randn_like(param))
-    x = images()
-    i = model.glca_block_index
-    with torch.no_grad():
-        out = model(x)
-        tokens = sa_tokens_per_block(model.vit, x)
-        for b in range(x.shape[0]):
-            maps = [head_mean_attention(model.vit.blocks[l], tokens[l][b]) for l in range(i + 1)]
-            scores = rollout_full(maps)[0, 1:]
-            selected = scores.argsort(descending=True)[:4]
-            assert sorted(out.local_query_index[b].tolist()) == sorted(selected.tolist())
-            queries = tokens[i][b][torch.cat([torch.tensor([0]), selected + 1])]
-            glca_out = cross_attention_block(model.glca_block, queries, tokens[i][b])
-            feature = model.glca_norm(glca_out)[0]
-            torch.testing.assert_close(out.glca_feature[b], feature, rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(out.glca_logits[b], model.glca_head(feature), rtol=1e-4, atol=1e-4)
 
 
 def test_attention_maps_are_each_blocks_head_mean_of_timms_tokens():
@@ -170,22 +151,53 @@ def test_eval_mode_never_runs_pwca(monkeypatch):
     assert partners == [None, None, None]
 
 
-def test_default_partner_is_a_permutation_without_fixed_points():
+def test_default_partner_is_uniform_among_all_permutations_without_fixed_points():
     torch.manual_seed(0)
     for batch in range(2, 10):
         for _ in range(30):
             partner = DCALViT._partner(batch, None, torch.device('cpu'))
             assert sorted(partner.tolist()) == list(range(batch))
             assert not (partner == torch.arange(batch)).any()
+    draws = 44 * 100  # 5 images: 44 derangements, of which rotations of one order reach only 24
+    counts = collections.Counter(tuple(DCALViT._partner(5, None, torch.device('cpu')).tolist()) for _ in range(draws))
+    assert len(counts) == 44
+    chi_square = sum((count - 100) ** 2 / 100 for count in counts.values())
+    assert chi_square < 77.4  # 43 degrees of freedom, p = 0.001
+
+
+def test_random_derangement_needs_two_elements():
+    assert random_derangement(2).tolist() == [1, 0]
+    with pytest.raises(ValueError, match='at least 2 elements, got 1'):
+        random_derangement(1)
+
+
+@pytest.mark.parametrize('partner_gradient', [True, False])
+def test_pwca_loss_reaches_the_partners_sa_stream_only_when_asked(partner_gradient):
+    model = DCALViT(make_tiny_vit(), pwca_partner_gradient=partner_gradient).train()
+    x = images(batch=3).requires_grad_()
+    out = model(x, distractor_index=torch.tensor([1, 2, 0]))
+    out.pwca_logits[0].sum().backward()  # image 0's PWCA loss; its partner is image 1
+    assert x.grad[0].abs().sum() > 0 and x.grad[2].abs().sum() == 0
+    assert (x.grad[1].abs().sum() > 0) == partner_gradient
+    # the same forward either way: only the gradient differs
+    other = DCALViT(make_tiny_vit(), pwca_partner_gradient=not partner_gradient).train()
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other(x, distractor_index=torch.tensor([1, 2, 0])).pwca_logits, out.pwca_logits)
 
 
 def test_outputs_fgvc_prediction_and_reid_feature():
-    model = DCALViT(make_tiny_vit()).eval()
+    model = DCALViT(make_tiny_vit(), local_query_ratio=0.25).eval()
+    x = images(batch=2)
     with torch.no_grad():
-        out = model(images(batch=2))
+        out = model(x)
+        timm_feature = model.vit.forward_head(model.vit.forward_features(x), pre_logits=True)
+        tokens = sa_tokens_per_block(model.vit, x)[-2]
+        glca_feature = torch.stack([model.glca_norm(cross_attention_block(
+            model.glca_block, tokens[b][out.local_query_index[b] + 1], tokens[b]).mean(0)) for b in range(2)])
     torch.testing.assert_close(out.fgvc_prediction, out.sa_logits.softmax(-1) + out.glca_logits.softmax(-1))
     assert out.reid_feature.shape == (2, 384)
-    torch.testing.assert_close(out.reid_feature[:, 192:], out.glca_feature)
+    torch.testing.assert_close(out.reid_feature[:, :192], timm_feature, rtol=1e-5, atol=1e-5)  # SA: timm's class token
+    torch.testing.assert_close(out.reid_feature[:, 192:], glca_feature, rtol=1e-4, atol=1e-4)  # GLCA: pooled R outputs
 
 
 def test_sa_only_inference_is_timm_and_skips_glca():
@@ -232,6 +244,10 @@ def test_wrong_input_size_is_a_clear_error():
     model = DCALViT(make_tiny_vit()).eval()
     with pytest.raises(ValueError, match=r'expects images \[B, C, 64, 64\].*img_size=\(96, 96\)'):
         model(images(size=96))
+    model = DCALViT(make_tiny_vit(img_size=(64, 32))).eval()
+    with pytest.raises(ValueError, match=r'expects images \[B, C, 64, 32\], got \(2, 3, 64, 64\).*img_size=\(64, 64\) '
+                                         r'to use this size \(a checkpoint\'s position embeddings are resized on load\)'):
+        model(images(batch=2))
 
 
 def test_image_size_off_the_patch_grid_is_a_clear_error():
@@ -244,5 +260,65 @@ def test_image_size_off_the_patch_grid_is_a_clear_error():
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match=r'ratio must lie in \(0, 1\]'):
         DCALViT(make_tiny_vit(), local_query_ratio=1.2)
-    with pytest.raises(ValueError, match='glca_block_index'):
-        DCALViT(make_tiny_vit(), glca_block_index=3)
+    for index in (3, -4):
+        with pytest.raises(ValueError, match=rf'glca_block_index must lie in \[-3, 2\], got {index}'):
+            DCALViT(make_tiny_vit(), glca_block_index=index)
+    assert DCALViT(make_tiny_vit(), glca_block_index=-3).glca_block_index == 0
+
+
+def test_a_single_class_model_still_returns_logits():
+    out = DCALViT(make_tiny_vit(num_classes=1)).eval()(images(batch=2))
+    assert out.sa_logits.shape == out.glca_logits.shape == (2, 1)
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_block_without_partner_or_weights_is_timms_block_and_returns_no_map(grad):
+    vit = make_tiny_vit(img_size=32)  # 5 tokens, fewer than the 6 images
+    block = vit.blocks[0]
+    x = torch.randn(6, 5, 192, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        out, read_map = self_and_pair_attention_block(block, x)
+        want = block(x)
+    assert read_map is None
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+def with_attention_dropout(model, p):
+    for attn in [block.attn for block in model.vit.blocks] + [model.glca_block.attn]:
+        attn.attn_drop.p = p
+    return model
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_attention_dropout_reaches_every_branch_in_training_only(train):
+    x, partner = images(batch=3), torch.tensor([1, 2, 0])
+    plain = DCALViT(make_tiny_vit(), local_query_ratio=0.25).train(train)
+    dropped = with_attention_dropout(DCALViT(make_tiny_vit(), local_query_ratio=0.25), 0.3).train(train)
+    with torch.no_grad():
+        want = plain(x, distractor_index=partner)
+        torch.manual_seed(0)
+        got = dropped(x, distractor_index=partner)
+    for name in ('sa_logits', 'glca_logits', 'pwca_logits'):
+        if not train and name == 'pwca_logits':
+            continue
+        differs = not torch.allclose(getattr(got, name), getattr(want, name), atol=1e-4)
+        assert differs == train, name
+
+
+def test_every_attention_of_a_block_drops_its_own_weights_in_training():
+    """Two draws of attention dropout change SA rows, PWCA rows and GLCA rows of one block; without dropout nothing changes."""
+    block = make_tiny_vit().blocks[0].train()
+    x = torch.randn(4, 17, 192)
+    partner, query_index = torch.tensor([1, 0]), torch.tensor([[1, 5], [2, 9], [3, 4], [7, 8]])
+
+    def draw(seed):
+        torch.manual_seed(seed)
+        stacked, _ = self_and_pair_attention_block(block, x, partner)
+        return stacked[:2], stacked[2:], global_local_cross_attention_block(block, x, query_index)
+
+    for p, changes in ((0.0, False), (0.3, True)):
+        block.attn.attn_drop.p = p
+        with torch.no_grad():
+            first, second = draw(0), draw(1)
+        for name, a, b in zip(('SA', 'PWCA', 'GLCA'), first, second):
+            assert (not torch.allclose(a, b)) == changes, (name, p)

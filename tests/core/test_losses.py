@@ -77,3 +77,22 @@ def test_bad_arguments():
         UncertaintyWeightedLoss(log_var_bounds=(0.5, 2.0))
     with pytest.raises(ValueError, match='num_tasks'):
         UncertaintyWeightedLoss(num_tasks=0)
+
+
+def test_bounds_may_end_at_the_initial_value_and_every_absent_loss_is_an_error():
+    for bounds in ((0.0, 2.0), (-2.0, 0.0)):
+        assert UncertaintyWeightedLoss(log_var_bounds=bounds).log_var_bounds == bounds
+    with pytest.raises(ValueError, match='every loss is None: at least one task must be present'):
+        UncertaintyWeightedLoss()([None, None, None])
+
+
+def test_float64_losses_are_weighted_in_float64():
+    criterion = UncertaintyWeightedLoss(log_var_bounds=None)
+    with torch.no_grad():
+        criterion.log_vars.copy_(torch.tensor([0.3, -0.7, 1.1]))
+    losses = [torch.tensor(value, dtype=torch.float64) for value in (1.25, 0.5, 2.0)]
+    log_vars = criterion.log_vars.detach().double()
+    want = 0.5 * (torch.exp(-log_vars) * torch.stack(losses) + log_vars)
+    terms = criterion.terms(losses)
+    assert terms.dtype == torch.float64
+    torch.testing.assert_close(terms.detach(), want, rtol=1e-14, atol=0.0)

@@ -103,8 +103,9 @@ def test_ratio_out_of_range(ratio):
 
 
 def test_rollout_rejects_bad_maps():
-    with pytest.raises(ValueError, match='at least one'):
-        class_token_rollout([])
+    for rollout in (class_token_rollout, attention_rollout):
+        with pytest.raises(ValueError, match='attention rollout needs at least one attention map'):
+            rollout([])
     with pytest.raises(ValueError, match='differ in shape'):
         attention_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 6, 6)])
     with pytest.raises(ValueError, match='differ in shape'):
