@@ -7,7 +7,7 @@ DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 ABLATION := work_dirs/ablation/fgvc
 
-.PHONY: install test demo demo-reid bench ablation clean
+.PHONY: install test demo demo-reid bench ablation mutation clean
 
 install: $(STAMP)
 
@@ -39,7 +39,8 @@ BENCH_MALLOC := MALLOC_TRIM_THRESHOLD_=4000000000 MALLOC_MMAP_THRESHOLD_=4000000
 bench: install
 	$(BENCH_MALLOC) $(PY) -m benchmarks.speed --tag _malloc-tuned
 
-# SA only / SA + GLCA / SA + PWCA / DCAL, 3 seeds, FGVC and Re-ID on the digits -> docs/ablation.{md,png,json};
+# SA only / SA + GLCA / SA + PWCA / DCAL / DCAL with random queries, FGVC (4 seeds) and Re-ID (3 seeds, no random
+# queries) on the digits, rollout vs random queries on the same models -> docs/ablation.{md,png,json}, ~73 min;
 # then the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0) -> docs/localization.md, rollout_grid.png.
 ablation: install
 	$(PY) tools/ablation.py
@@ -48,5 +49,13 @@ ablation: install
 		--baseline-cfg-options model.backbone.use_glca=False model.backbone.use_pwca=False \
 		--cfg-options test_dataloader.dataset.data_root=work_dirs/ablation/data/CUB_200_2011 --out-dir docs
 
+# Mutation testing of the model's arithmetic (dcal_plugin/core; config in pyproject.toml) -> mutants/.
+# One thread per test process: mutmut forks its workers, and a forked OpenMP pool spins until the time limit.
+mutation: install
+	$(PY) -m pip install -q mutmut==3.8.1
+	rm -rf mutants
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) $(DEMO)
+	rm -rf $(VENV) $(DEMO) mutants
