@@ -1,43 +1,114 @@
-"""Ablation of DCAL's branches on the built-in digits data (issue 7): SA only, SA + GLCA, SA + PWCA, full DCAL.
+"""Ablation of DCAL's branches and of GLCA's query selection on the built-in digits data.
 
-Each variant trains with the same budget and seeds: FGVC through the MMPretrain demo config on
-digits-CUB (top-1 of SA, GLCA and fused, from mmengine's validation after every epoch), Re-ID
-through the torchreid engine on digits-VeRi-776 (mAP and Rank-1, tested every few epochs).
-Writes ``<out>/ablation.md`` (mean ± std over seeds), ``<out>/ablation.png`` (learning curves)
-and ``<out>/ablation.json`` (every run's curve). Numbers on this data are not paper numbers.
+Variants, each with the same budget and seeds: SA only, SA + GLCA, SA + PWCA, full DCAL, and DCAL
+with random GLCA queries at train and test time (the paper's "random queries" row). FGVC goes
+through the MMPretrain demo config on digits-CUB (top-1 of SA, GLCA and fused, from mmengine's
+validation after every epoch), Re-ID through the torchreid engine on digits-VeRi-776 (mAP and
+Rank-1, tested every few epochs). After training, in the same process:
 
-    python tools/ablation.py                       # make ablation: 3 seeds, under an hour on 2 CPU cores
-    python tools/ablation.py --scale 4 --seeds 0 1 2 3 4   # more data and epochs (GPU)
+- every model with GLCA is tested twice, with rollout and with random queries (torch's RNG seeded
+  with ``EVAL_SEED``); per seed the paired difference rollout - random, and its mean over seeds with
+  a 95% Student-t interval (n - 1 degrees of freedom), so that seed noise cannot hide the effect;
+- FGVC models are also scored on the train split (the demo's train pipeline has no augmentation):
+  train - test gap, PWCA's claimed effect being less over-fitting;
+- Re-ID runs log, averaged over the last epoch: per-branch cross-entropy and triplet losses, the
+  share of PWCA partners with the image's identity, and how far the PWCA rows' batch statistics
+  (what their BNNeck normalises with) lie from the SA rows'; plus the final uncertainty weights.
+
+Budget (``make ablation``, 2 CPU cores, at most ~75 min): the full grid, 5 variants x 5 seeds x 2
+tasks, would take ~110 min, and FGVC's 25 runs alone ~68 min (~2.7 min an FGVC run, ~1.6 min a
+Re-ID run). So the defaults keep every run's budget (FGVC 15 epochs, Re-ID 24) and every
+variant on FGVC, where the paper has its random-queries row, and cut seeds: FGVC seeds 0-3 (20 runs,
+~55 min), Re-ID the first 3 of them without 'DCAL, random queries' (12 runs, ~19 min): ~73 min.
+Estimated from the CPU time (one thread) of a run's pieces, measured per variant and task (start-up,
+one training epoch, one test pass, the train-split pass), summed over the grid and scaled by the
+49 min that the previous ablation (4 variants x 3 seeds x 2 tasks, no extra evaluations) took.
+
+Writes ``<out>/ablation.md`` (tables), ``<out>/ablation.png`` (learning curves) and
+``<out>/ablation.json`` (every raw number). Numbers on this data are not paper numbers.
+
+    python tools/ablation.py                       # make ablation: ~73 min on 2 CPU cores
+    python tools/ablation.py --scale 4 --seeds 0 1 2 3 4 --reid-seeds 0 1 2 3 4   # more data and epochs (GPU)
 """
 import argparse
 import contextlib
+import copy
 import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+from ablation_report import PAIRED_METRICS, TASK_TITLES, summarise_overfitting, summarise_paired, write_report
+from torch import Tensor
+
 
 ROOT = Path(__file__).resolve().parents[1]
 FGVC_CONFIG = ROOT / 'configs' / 'dcal_deit-tiny_digits-cub.py'
 REID_CONFIG = ROOT / 'configs' / 'reid' / 'dcal_deit-tiny_digits-veri776.yaml'
+RANDOM_QUERIES = 'DCAL, random queries'
 VARIANTS = {
-    'SA only': dict(use_glca=False, use_pwca=False),
-    'SA + GLCA': dict(use_glca=True, use_pwca=False),
-    'SA + PWCA': dict(use_glca=False, use_pwca=True),
-    'DCAL (SA + GLCA + PWCA)': dict(use_glca=True, use_pwca=True),
+    'SA only': dict(use_glca=False, use_pwca=False, query_selection='rollout'),
+    'SA + GLCA': dict(use_glca=True, use_pwca=False, query_selection='rollout'),
+    'SA + PWCA': dict(use_glca=False, use_pwca=True, query_selection='rollout'),
+    'DCAL (SA + GLCA + PWCA)': dict(use_glca=True, use_pwca=True, query_selection='rollout'),
+    RANDOM_QUERIES: dict(use_glca=True, use_pwca=True, query_selection='random'),
 }
+REID_VARIANTS = tuple(variant for variant in VARIANTS if variant != RANDOM_QUERIES)  # the default Re-ID cut
+SEEDS, REID_SEED_COUNT = (0, 1, 2, 3), 3  # the budget's cut, see above
 # At --scale 1: the demo's data sets (digits-CUB, digits-VeRi) with 60% of the demos' epochs.
 FGVC_DATA = dict(image_size=48, digit_scale=(0.55, 0.9), clutter=0.2, digit_colour='white', train_per_class=150,
                  test_per_class=30)
 REID_DATA = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_ids=30, images_per_train_id=40,
                  num_test_ids=50, gallery_per_test_id=5, num_cameras=6)
 FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 15, 24, 4
-LABELS = dict(sa='SA top-1', glca='GLCA top-1', fused='fused top-1')
+EVAL_SEED = 0  # torch's RNG at the start of every test-time evaluation (random queries are drawn from it)
+QUERY_SELECTIONS = ('rollout', 'random')
 
 
-def train_fgvc(data_root: Path, work_dir: Path, switches: Dict[str, bool], seed: int, epochs: int) -> Dict:
-    """One MMPretrain run of the demo config with ``switches``: ``{'epoch', 'fused', 'sa'[, 'glca']}`` -> per-epoch top-1 (%)."""
+def run_name(variant: str) -> str:
+    """The folder of a variant's runs: 'SA only' -> 'SA_only', 'DCAL (SA + GLCA + PWCA)' -> 'DCAL'."""
+    return variant.split(' (')[0].replace(', ', '_').replace(' + ', '+').replace(' ', '_')
+
+
+@contextlib.contextmanager
+def queries(dcal: torch.nn.Module, selection: str) -> Iterator[None]:
+    """Within the block, ``dcal`` picks GLCA's queries by ``selection`` and torch's RNG starts at ``EVAL_SEED``."""
+    trained = dcal.query_selection
+    dcal.query_selection = selection
+    torch.manual_seed(EVAL_SEED)
+    try:
+        yield
+    finally:
+        dcal.query_selection = trained
+
+
+def evaluate_queries(dcal: torch.nn.Module, selection: str, evaluate: Callable[[], Dict[str, float]]) -> Dict:
+    """``evaluate()`` with GLCA's queries picked by ``selection``, plus the model's ``query_selection`` meanwhile."""
+    with queries(dcal, selection):
+        return dict(evaluate(), query_selection=dcal.query_selection)
+
+
+def evaluate_test(dcal: torch.nn.Module, evaluate: Callable[[], Dict[str, float]]) -> Dict:
+    """``{'test': metrics with the trained queries, 'paired': {'rollout': ..., 'random': ...} (None without GLCA)}``."""
+    if not dcal.use_glca:
+        return dict(test=evaluate_queries(dcal, dcal.query_selection, evaluate), paired=None)
+    paired = {selection: evaluate_queries(dcal, selection, evaluate) for selection in QUERY_SELECTIONS}
+    return dict(test=paired[dcal.query_selection], paired=paired)
+
+
+def check_switches(dcal: torch.nn.Module, switches: Dict) -> None:
+    """Raise unless the built core model has the variant's switches (a config key that did not reach it)."""
+    built = {name: getattr(dcal, name) for name in switches}
+    if built != switches:
+        raise RuntimeError(f'the built model has {built}, the variant asks for {switches}')
+
+
+def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int, epochs: int):
+    """mmengine's Runner for the demo config with the backbone options ``switches``, ``epochs`` and ``seed``."""
     from mmengine.config import Config
     from mmengine.registry import RUNNERS
 
@@ -56,157 +127,271 @@ def train_fgvc(data_root: Path, work_dir: Path, switches: Dict[str, bool], seed:
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = str(work_dir)
     cfg.log_level = 'WARNING'
-    RUNNERS.build(cfg).train()
+    return RUNNERS.build(cfg)
+
+
+def read_fgvc_curve(work_dir: Path, use_glca: bool) -> Dict[str, List[float]]:
+    """Per-epoch validation top-1 (%) from mmengine's scalars: ``{'epoch', 'fused', 'sa'[, 'glca']}``."""
     [scalars] = work_dir.glob('*/vis_data/scalars.json')
     rows = [row for row in map(json.loads, scalars.read_text().splitlines()) if 'accuracy/top1' in row]
     curve = dict(epoch=[row['step'] for row in rows], fused=[row['accuracy/top1'] for row in rows],
                  sa=[row['dcal/sa_top1'] for row in rows])
-    if switches['use_glca']:
+    if use_glca:
         curve['glca'] = [row['dcal/glca_top1'] for row in rows]
     return curve
 
 
-def train_reid(data_root: Path, save_dir: Path, switches: Dict[str, bool], seed: int, epochs: int,
-               eval_every: int) -> Dict:
-    """One torchreid run of the demo config with ``switches``: ``{'epoch', '<feature> mAP', '<feature> R1'}`` -> per test (%)."""
+@torch.no_grad()
+def fgvc_top1(model: torch.nn.Module, loader) -> Dict[str, float]:
+    """Top-1 (%) of SA, GLCA (with GLCA) and the fused prediction of an mmpretrain DCAL classifier on ``loader``."""
+    from dcal_plugin.mmpretrain.metrics import SCORES
+    model.eval()
+    hits: Counter = Counter()
+    totals: Counter = Counter()
+    for batch in loader:
+        for sample in model.test_step(batch):
+            label = int(sample.gt_label.reshape(-1)[0])
+            for name, key in SCORES.items():
+                if key in sample:
+                    totals[name] += 1
+                    hits[name] += int(sample.get(key).argmax()) == label
+    return {name: 100.0 * hits[name] / total for name, total in totals.items()}
+
+
+def unaugmented_train_loader(runner):
+    """The train split in a fixed order, through the test pipeline and batching (the demo trains unaugmented)."""
+    loader = copy.deepcopy(runner.cfg.test_dataloader)
+    loader.dataset = dict(copy.deepcopy(runner.cfg.train_dataloader.dataset), pipeline=loader.dataset.pipeline)
+    return runner.build_dataloader(loader)
+
+
+def train_fgvc(data_root: Path, work_dir: Path, switches: Dict, seed: int, epochs: int) -> Dict:
+    """One MMPretrain run: its validation curve, test top-1 (paired rollout/random with GLCA) and train top-1."""
+    runner = build_fgvc_runner(data_root, work_dir, switches, seed, epochs)
+    runner.train()
+    dcal = runner.model.backbone.dcal
+    check_switches(dcal, switches)
+    record = dict(seed=seed, query_selection=dcal.query_selection, curve=read_fgvc_curve(work_dir, dcal.use_glca),
+                  **evaluate_test(dcal, lambda: fgvc_top1(runner.model, runner.test_dataloader)))
+    train_loader = unaugmented_train_loader(runner)
+    record['train'] = evaluate_queries(dcal, dcal.query_selection, lambda: fgvc_top1(runner.model, train_loader))
+    return record
+
+
+def build_reid_engine(data_root: Path, save_dir: Path, switches: Dict, seed: int, epochs: int, eval_every: int):
+    """The demo Re-ID config with ``switches``, seeded, and the DCALEngine built from it: ``(engine, cfg)``."""
     import torchreid
 
-    from dcal_plugin.torchreid import build_engine, evaluate_branches, get_default_config
-    from dcal_plugin.torchreid.config import engine_run_kwargs
+    from dcal_plugin.torchreid import build_engine, get_default_config
     cfg = get_default_config()
     cfg.merge_from_file(str(REID_CONFIG))
     cfg.merge_from_list(['data.root', str(data_root), 'data.save_dir', str(save_dir), 'train.seed', seed,
                          'train.max_epoch', epochs, 'test.eval_freq', eval_every,
-                         'model.use_glca', switches['use_glca'], 'model.use_pwca', switches['use_pwca']])
+                         *[item for name, value in switches.items() for item in (f'model.{name}', value)]])
     torchreid.utils.set_random_seed(seed)
     engine = build_engine(cfg)
+    check_switches(engine.model.dcal, switches)
+    return engine, cfg
+
+
+def reid_metrics(engine, cfg) -> Dict[str, float]:
+    """mAP and Rank-1 (%) of every feature (SA, GLCA, SA+GLCA) on the one test set, as the config tests."""
+    from dcal_plugin.torchreid import evaluate_branches
+    [results] = evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature,
+                                  cfg.test.use_metric_cuhk03).values()
+    metrics = {}
+    for feature, result in results.items():
+        metrics.update({f'{feature} mAP': 100 * result.mAP, f'{feature} R1': 100 * float(result.cmc[0])})
+    return metrics
+
+
+def record_test_curve(engine, cfg) -> Dict[str, List[float]]:
+    """Replace ``engine.test`` (run every ``eval_freq`` epochs and at the end) by one recording the metrics."""
     curve: Dict[str, List[float]] = dict(epoch=[])
 
-    def test(dist_metric='euclidean', normalize_feature=False, use_metric_cuhk03=False, **_) -> float:
-        """torchreid calls this after every ``eval_every`` epochs and at the end: record every feature's mAP and Rank-1."""
-        [results] = evaluate_branches(engine, dist_metric, normalize_feature, use_metric_cuhk03).values()
+    def test(**_) -> float:
+        """Record every feature's mAP and Rank-1; return the retrieval feature's Rank-1 in [0, 1], as torchreid's."""
+        metrics = reid_metrics(engine, cfg)
         curve['epoch'].append(engine.epoch + 1)
-        for feature, result in results.items():
-            curve.setdefault(f'{feature} mAP', []).append(100 * result.mAP)
-            curve.setdefault(f'{feature} R1', []).append(100 * float(result.cmc[0]))
-        return float(result.cmc[0])
+        for name, value in metrics.items():
+            curve.setdefault(name, []).append(value)
+        return metrics['SA+GLCA R1' if 'SA+GLCA R1' in metrics else 'SA R1'] / 100
 
     engine.test = test
-    engine.run(**engine_run_kwargs(cfg))
     return curve
 
 
-def mean_std(values: Sequence[float]) -> str:
-    return f'{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}'
+def pwca_statistics(out, pids: Tensor, partner: Tensor) -> Dict[str, float]:
+    """Share of same-identity PWCA partners (and its expectation in this batch), PWCA vs SA batch statistics."""
+    same = pids[:, None] == pids[None, :]
+    sa, pwca = out.sa_feature.detach(), out.pwca_feature.detach()
+    return dict(
+        same_id_partners=(pids[partner] == pids).float().mean().item(),
+        same_id_expected=((same.sum(1) - 1) / (len(pids) - 1)).float().mean().item(),
+        batch_mean_gap=(pwca.mean(0) - sa.mean(0)).abs().mean().item(),
+        batch_std_gap=(pwca.std(0, unbiased=False) - sa.std(0, unbiased=False)).abs().mean().item(),
+        sa_batch_std=sa.std(0, unbiased=False).mean().item())
 
 
-def table(runs: Dict[str, Dict[str, List[Dict]]], task: str, columns: Sequence[str]) -> List[str]:
-    """Markdown rows: per variant, the mean ± std over seeds of each column's final value."""
-    lines = ['| variant | ' + ' | '.join(LABELS.get(column, column) for column in columns) + ' |',
-             '|---|' + '---|' * len(columns)]
-    for variant, by_task in runs.items():
-        curves = by_task.get(task, [])
-        cells = [mean_std([curve[column][-1] for curve in curves]) if curves and column in curves[0] else '–'
-                 for column in columns]
-        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
-    return lines
+def record_diagnostics(engine) -> List[Dict[str, float]]:
+    """Wrap the engine's model forward and branch loss so that every train step appends its diagnostics to the list."""
+    from dcal_plugin.core.dcal_vit import random_derangement
+    from dcal_plugin.torchreid.model import BRANCHES
+    steps: List[Dict[str, float]] = []
+    model, forward, branch_loss = engine.model, engine.model.forward, engine.branch_loss
+    current = {}  # this step's model output and PWCA partners
+
+    def forward_with_known_partner(x: Tensor, distractor_index: Optional[Tensor] = None):
+        """The model's forward; in training, the PWCA partners are drawn here as the model draws them, and kept."""
+        if model.training and model.dcal.use_pwca and distractor_index is None:
+            distractor_index = random_derangement(x.shape[0]).to(x.device)
+        out = forward(x, distractor_index)
+        if model.training:
+            current.update(output=out, partner=distractor_index)
+            steps.append(dict(epoch=engine.epoch + 1))
+        return out
+
+    def recorded_branch_loss(feature: Tensor, logits: Tensor, pids: Tensor) -> Tensor:
+        """The engine's branch loss; records the branch's unweighted cross-entropy and triplet loss beside it."""
+        out = current['output']
+        name = next(name for name in BRANCHES if getattr(out, f'{name}_feature') is feature)
+        with torch.no_grad():
+            steps[-1].update({f'ce_{name}': engine.criterion_x(logits, pids).item(),
+                              f'triplet_{name}': engine.criterion_t(feature, pids).item()})
+            if name == 'pwca':
+                steps[-1].update(pwca_statistics(out, pids, current['partner']))
+        return branch_loss(feature, logits, pids)
+
+    model.forward, engine.branch_loss = forward_with_known_partner, recorded_branch_loss
+    return steps
 
 
-def write_report(result: Dict, out_dir: Path) -> None:
-    """``ablation.md`` (tables) and ``ablation.png`` (mean curves with a ±std band per variant)."""
-    runs, setup = result['runs'], result['setup']
-    lines = [
-        '# Ablation of DCAL\'s branches on the built-in digits data',
-        '',
-        f'Written by `{setup["command"]}` on {setup["device"]} in {setup["minutes"]:.0f} min: '
-        f'seeds {setup["seeds"]}, the same budget for every variant. Mean ± std over seeds of the final '
-        'epoch. **Small generated data, trained from scratch: these are not paper numbers.**', '']
-    if any('fgvc' in by_task for by_task in runs.values()):
-        lines += [f'## FGVC: digits-CUB (10 classes, chance 10%), top-1 (%) after {setup["fgvc_epochs"]} epochs',
-                  f'`{FGVC_CONFIG.relative_to(ROOT)}` with the branches switched off; data {setup["fgvc_data"]}.', '',
-                  *table(runs, 'fgvc', ('sa', 'glca', 'fused')), '']
-    if any('reid' in by_task for by_task in runs.values()):
-        lines += [f'## Re-ID: digits-VeRi-776 (50 test identities), after {setup["reid_epochs"]} epochs',
-                  f'`{REID_CONFIG.relative_to(ROOT)}` with the branches switched off; data {setup["reid_data"]}. '
-                  'Without GLCA the retrieval feature is SA\'s.', '',
-                  *table(runs, 'reid', ('SA mAP', 'SA R1', 'GLCA mAP', 'GLCA R1', 'SA+GLCA mAP', 'SA+GLCA R1')), '']
-    lines += ['![learning curves](ablation.png)', '']
-    (out_dir / 'ablation.md').write_text('\n'.join(lines))
-    plot(runs, out_dir / 'ablation.png')
+def summarise_diagnostics(steps: List[Dict[str, float]], model) -> Dict:
+    """Per-epoch means of the step diagnostics, the last epoch's, and the final uncertainty weights ``w_*``."""
+    from dcal_plugin.torchreid.model import BRANCHES
+    epochs = sorted({row['epoch'] for row in steps})
+    per_epoch = []
+    for epoch in epochs:
+        rows = [row for row in steps if row['epoch'] == epoch]
+        means = {key: statistics.fmean(row[key] for row in rows) for key in rows[0] if key != 'epoch'}
+        per_epoch.append(dict(epoch=epoch, steps=len(rows), **means))
+    present = (True, model.dcal.use_glca, model.dcal.use_pwca)
+    weights = {f'w_{name}': weight for name, weight, used in
+               zip(BRANCHES, model.loss_weighting.weights.tolist(), present) if used}
+    return dict(last_epoch=per_epoch[-1], weights=weights, per_epoch=per_epoch)
 
 
-def plot(runs: Dict[str, Dict[str, List[Dict]]], path: Path) -> None:
-    """One panel per task: the headline metric per epoch, mean over seeds with a ±std band."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    import numpy as np
+def train_reid(data_root: Path, save_dir: Path, switches: Dict, seed: int, epochs: int, eval_every: int) -> Dict:
+    """One torchreid run: its test curve, test metrics (paired rollout/random with GLCA) and training diagnostics."""
+    from dcal_plugin.torchreid.config import engine_run_kwargs
+    engine, cfg = build_reid_engine(data_root, save_dir, switches, seed, epochs, eval_every)
+    curve = record_test_curve(engine, cfg)
+    steps = record_diagnostics(engine)
+    engine.run(**engine_run_kwargs(cfg))
+    dcal = engine.model.dcal
+    return dict(seed=seed, query_selection=dcal.query_selection, curve=curve,
+                **evaluate_test(dcal, lambda: reid_metrics(engine, cfg)),
+                diagnostics=summarise_diagnostics(steps, engine.model))
 
-    panels = [(task, title) for task, title in (
-        ('fgvc', 'digits-CUB: fused top-1 (%)'), ('reid', 'digits-VeRi: mAP of the retrieval feature (%)'))
-        if any(task in by_task for by_task in runs.values())]
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for axis, (task, title) in zip(axes[0], panels):
-        for variant, by_task in runs.items():
-            curves = by_task.get(task, [])
-            if not curves:
-                continue
-            column = 'fused' if task == 'fgvc' else next(c for c in ('SA+GLCA mAP', 'SA mAP') if c in curves[0])
-            values = np.array([curve[column] for curve in curves])
-            mean, std = values.mean(0), values.std(0)
-            axis.plot(curves[0]['epoch'], mean, marker='o', markersize=3, label=variant)
-            axis.fill_between(curves[0]['epoch'], mean - std, mean + std, alpha=0.2)
-        axis.set_title(title)
-        axis.set_xlabel('epoch')
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+
+def progress(head: str, task: str, record: Dict, seconds: float, log: Path) -> str:
+    """The progress lines of one run: its final values, then (with GLCA) its paired rollout vs random evaluation."""
+    final = ', '.join(f'{key} {values[-1]:.1f}' for key, values in record['curve'].items() if key != 'epoch')
+    lines = [f'{head}: {final} ({seconds:.0f} s; log {log})']
+    if record['paired']:
+        rollout, random = record['paired']['rollout'], record['paired']['random']
+        pairs = ', '.join(f'{metric} {rollout[metric]:.1f} vs {random[metric]:.1f}' for metric in PAIRED_METRICS[task])
+        lines.append(f'{head} | rollout vs random queries: {pairs}')
+    return '\n'.join(lines)
+
+
+def what_was_cut(tasks: Sequence[str], seeds: Dict[str, List[int]], variants: Dict[str, List[str]]) -> str:
+    """The report header's sentence: per task, the seeds and the variants left out, and why the defaults cut."""
+    parts = []
+    for task in tasks:
+        left_out = [variant for variant in VARIANTS if variant not in variants[task]]
+        parts.append(f'{TASK_TITLES[task]} ran {len(seeds[task])} seeds {seeds[task]}, '
+                     + (f'without {", ".join(left_out)}' if left_out else 'every variant'))
+    return ('; '.join(parts) + '. Why (`make ablation`\'s defaults): the full grid, 5 variants x 5 seeds x 2 tasks, '
+            'would take ~110 min on 2 CPU cores and FGVC\'s 25 runs alone ~68 min; the defaults keep every run\'s '
+            'epochs, every variant on FGVC (the paper\'s random-queries row is on CUB) and take ~73 min: FGVC 4 '
+            'seeds, Re-ID 3 seeds without DCAL, random queries.')
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The command line; Re-ID's seeds and variants default to the FGVC ones less the budget's cut."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out-dir', type=Path, default=ROOT / 'docs', help='where ablation.md/.png/.json go')
+    parser.add_argument('--work-dir', type=Path, default=ROOT / 'work_dirs' / 'ablation',
+                        help='data, logs, checkpoints')
+    parser.add_argument('--seeds', type=int, nargs='+', default=list(SEEDS), help='seeds of every FGVC variant')
+    parser.add_argument('--reid-seeds', type=int, nargs='+',
+                        help=f'seeds of every Re-ID variant (default: the first {REID_SEED_COUNT} of --seeds)')
+    parser.add_argument('--tasks', nargs='+', choices=('fgvc', 'reid'), default=['fgvc', 'reid'])
+    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS),
+                        help='FGVC variants')
+    parser.add_argument('--reid-variants', nargs='+', choices=list(VARIANTS),
+                        help=f'Re-ID variants (default: those of --variants except {RANDOM_QUERIES!r})')
+    parser.add_argument('--scale', type=float, default=1.0, help='multiplies training images and epochs')
+    args = parser.parse_args(argv)
+    args.reid_seeds = args.reid_seeds or args.seeds[:REID_SEED_COUNT]
+    args.reid_variants = args.reid_variants or [variant for variant in args.variants if variant in REID_VARIANTS]
+    return args
+
+
+def grid(args: argparse.Namespace) -> Dict:
+    """What runs at ``--scale``: epochs, data, seeds and variants per task (the keys ``setup`` records)."""
+    return dict(
+        tasks=args.tasks, seeds=dict(fgvc=args.seeds, reid=args.reid_seeds),
+        variants=dict(fgvc=args.variants, reid=args.reid_variants), scale=args.scale,
+        fgvc_epochs=max(1, round(FGVC_EPOCHS * args.scale)), reid_epochs=max(1, round(REID_EPOCHS * args.scale)),
+        reid_eval_every=max(1, round(REID_EVAL_EVERY * args.scale)),
+        fgvc_data=dict(FGVC_DATA, train_per_class=max(2, round(FGVC_DATA['train_per_class'] * args.scale))),
+        reid_data=dict(REID_DATA, images_per_train_id=max(4, round(REID_DATA['images_per_train_id'] * args.scale))))
+
+
+def run_job(task: str, variant: str, seed: int, root: Path, run_dir: Path, plan: Dict) -> Dict:
+    """One training run and its evaluations, its console output in ``run_dir/console.log``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / 'console.log', 'w') as log, contextlib.redirect_stdout(log):
+        if task == 'fgvc':
+            return train_fgvc(root, run_dir, VARIANTS[variant], seed, plan['fgvc_epochs'])
+        return train_reid(root, run_dir, VARIANTS[variant], seed, plan['reid_epochs'], plan['reid_eval_every'])
+
+
+def run_all(plan: Dict, work_dir: Path) -> Dict[str, Dict[str, List[Dict]]]:
+    """Every (task, variant, seed) of ``plan`` on freshly written data: ``{variant: {task: [run record per seed]}}``."""
+    from dcal_plugin.demo_data import make_demo_data
+    layouts = dict(fgvc='cub', reid='veri776')
+    roots = {task: make_demo_data(work_dir / 'data', layouts[task], overwrite=True, **plan[f'{task}_data'])
+             for task in plan['tasks']}
+    runs: Dict[str, Dict[str, List[Dict]]] = {
+        variant: {} for variant in VARIANTS if any(variant in plan['variants'][task] for task in plan['tasks'])}
+    jobs = [(task, variant, seed) for task in plan['tasks'] for variant in plan['variants'][task]
+            for seed in plan['seeds'][task]]
+    for number, (task, variant, seed) in enumerate(jobs, 1):
+        run_dir = work_dir / task / run_name(variant) / f'seed{seed}'
+        began = time.time()
+        record = run_job(task, variant, seed, roots[task], run_dir, plan)
+        runs[variant].setdefault(task, []).append(record)
+        print(progress(f'[{number}/{len(jobs)}] {task} | {variant} | seed {seed}', task, record, time.time() - began,
+                       run_dir / 'console.log'), flush=True)
+    return runs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out-dir', type=Path, default=ROOT / 'docs', help='where ablation.md/.png/.json go')
-    parser.add_argument('--work-dir', type=Path, default=ROOT / 'work_dirs' / 'ablation', help='data, logs, checkpoints')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--tasks', nargs='+', choices=('fgvc', 'reid'), default=['fgvc', 'reid'])
-    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument('--scale', type=float, default=1.0, help='multiplies training images and epochs')
-    args = parser.parse_args(argv)
-    from dcal_plugin.demo_data import make_demo_data
-
+    """Train every (task, variant, seed), evaluate, and write ablation.json, .md and .png."""
+    args = parse_args(argv)
     start = time.time()
-    fgvc_epochs, reid_epochs = max(1, round(FGVC_EPOCHS * args.scale)), max(1, round(REID_EPOCHS * args.scale))
-    fgvc_data = dict(FGVC_DATA, train_per_class=max(2, round(FGVC_DATA['train_per_class'] * args.scale)))
-    reid_data = dict(REID_DATA, images_per_train_id=max(4, round(REID_DATA['images_per_train_id'] * args.scale)))
-    roots = {}
-    if 'fgvc' in args.tasks:
-        roots['fgvc'] = make_demo_data(args.work_dir / 'data', 'cub', overwrite=True, **fgvc_data)
-    if 'reid' in args.tasks:
-        roots['reid'] = make_demo_data(args.work_dir / 'data', 'veri776', overwrite=True, **reid_data)
-    runs: Dict[str, Dict[str, List[Dict]]] = {variant: {} for variant in args.variants}
-    jobs = [(task, variant, seed) for task in args.tasks for variant in args.variants for seed in args.seeds]
-    for number, (task, variant, seed) in enumerate(jobs, 1):
-        run_dir = args.work_dir / task / variant.split(' (')[0].replace(' + ', '+').replace(' ', '_') / f'seed{seed}'
-        run_dir.mkdir(parents=True, exist_ok=True)
-        began = time.time()
-        with open(run_dir / 'console.log', 'w') as log, contextlib.redirect_stdout(log):
-            if task == 'fgvc':
-                curve = train_fgvc(roots['fgvc'], run_dir, VARIANTS[variant], seed, fgvc_epochs)
-            else:
-                curve = train_reid(roots['reid'], run_dir, VARIANTS[variant], seed, reid_epochs,
-                                   max(1, round(REID_EVAL_EVERY * args.scale)))
-        runs[variant].setdefault(task, []).append(curve)
-        final = ', '.join(f'{key} {values[-1]:.1f}' for key, values in curve.items() if key != 'epoch')
-        print(f'[{number}/{len(jobs)}] {task} | {variant} | seed {seed}: {final} ({time.time() - began:.0f} s; '
-              f'log {run_dir / "console.log"})', flush=True)
-    import torch
+    plan = grid(args)
+    runs = run_all(plan, args.work_dir)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
     setup = dict(command='python tools/ablation.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
-                 device=torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads', minutes=(time.time() - start) / 60,
-                 seeds=args.seeds, scale=args.scale, fgvc_epochs=fgvc_epochs, reid_epochs=reid_epochs,
-                 fgvc_data=fgvc_data, reid_data=reid_data)
-    result = dict(setup=setup, runs=runs)
+                 device=device, minutes=(time.time() - start) / 60, **plan, eval_seed=EVAL_SEED,
+                 fgvc_config=str(FGVC_CONFIG.relative_to(ROOT)), reid_config=str(REID_CONFIG.relative_to(ROOT)),
+                 cut=what_was_cut(plan['tasks'], plan['seeds'], plan['variants']),
+                 switches={variant: VARIANTS[variant] for variant in runs})
+    result = dict(setup=setup, runs=runs, paired=summarise_paired(runs), overfitting=summarise_overfitting(runs))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / 'ablation.json').write_text(json.dumps(result, indent=1))
     write_report(result, args.out_dir)
