@@ -146,8 +146,7 @@ def records_gradient(*tensors: Tensor) -> bool:
 
 
 def _probabilities_by_tile(
-        q: Tensor, k: Tensor, v: Optional[Tensor] = None, dropout_p: float = 0.0,
-) -> Tuple[Optional[Tensor], Tensor]:
+        q: Tensor, k: Tensor, v: Optional[Tensor], dropout_p: float) -> Tuple[Optional[Tensor], Tensor]:
     """Head mean of ``softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` and, if ``v`` is given, ``P·v``.
 
     ``P·v`` ``[B, H, Nq, Dv]`` is written tile by tile into its output by ``bmm`` itself (a

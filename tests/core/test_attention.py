@@ -6,6 +6,9 @@ from dcal_plugin.core.attention import merge_heads, project_kv, project_q, proje
 
 from ..conftest import make_tiny_vit
 
+# an out= tensor of the wrong shape is resized by torch with only this warning (and will fail in a later torch)
+pytestmark = pytest.mark.filterwarnings('error:An output with one or more elements was resized')
+
 
 def explicit_attention(q, k, v):
     """Loop over batch and heads: softmax(q kᵀ/√D) v and the probabilities."""
@@ -39,8 +42,9 @@ def test_attend_matches_explicit_formula_with_and_without_weights(grad):
     assert out.requires_grad == grad
 
 
-def test_projections_slice_the_same_qkv_weights():
-    vit = make_tiny_vit()
+@pytest.mark.parametrize('qkv_bias', [True, False])
+def test_projections_slice_the_same_qkv_weights(qkv_bias):
+    vit = make_tiny_vit(qkv_bias=qkv_bias)
     attn, x = vit.blocks[0].attn, torch.randn(2, 17, 192)
     q, k, v = project_qkv(attn, x)
     assert q.shape == (2, 3, 17, 64)
@@ -232,3 +236,14 @@ def test_row_tiles_span_images_so_that_products_split_evenly_over_the_threads(mo
     tiles = list(attention._tiles(torch.empty(4, 3, 7, 8), 9))
     assert tiles[:2] == [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4))]  # 3 heads, 2 threads: 2 images
     assert len(tiles) == 2 * 4
+
+
+@pytest.mark.parametrize('grad_on', ['q', 'k', 'v'])
+def test_attend_records_the_gradient_of_whichever_input_needs_it(grad_on):
+    tensors = dict(zip('qkv', qkv()))
+    tensors[grad_on].requires_grad_()
+    out, weights = attend(tensors['q'], tensors['k'], tensors['v'], need_weights=True)
+    out.sum().backward()
+    assert tensors[grad_on].grad.abs().sum() > 0
+    torch.testing.assert_close(weights, explicit_attention(*(t.detach() for t in tensors.values()))[1].mean(1),
+                               rtol=1e-5, atol=1e-6)

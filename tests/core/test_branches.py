@@ -305,20 +305,39 @@ def test_attention_dropout_reaches_every_branch_in_training_only(train):
         assert differs == train, name
 
 
-def test_every_attention_of_a_block_drops_its_own_weights_in_training():
+@pytest.mark.parametrize('need_weights', [False, True])  # True: a rollout block, its map recomputed under autograd
+def test_every_attention_of_a_block_drops_its_own_weights_in_training(need_weights):
     """Two draws of attention dropout change SA rows, PWCA rows and GLCA rows of one block; without dropout nothing changes."""
     block = make_tiny_vit().blocks[0].train()
-    x = torch.randn(4, 17, 192)
+    x = torch.randn(4, 17, 192, requires_grad=True)
     partner, query_index = torch.tensor([1, 0]), torch.tensor([[1, 5], [2, 9], [3, 4], [7, 8]])
 
     def draw(seed):
         torch.manual_seed(seed)
-        stacked, _ = self_and_pair_attention_block(block, x, partner)
+        stacked, _ = self_and_pair_attention_block(block, x, partner, need_weights=need_weights)
         return stacked[:2], stacked[2:], global_local_cross_attention_block(block, x, query_index)
 
     for p, changes in ((0.0, False), (0.3, True)):
         block.attn.attn_drop.p = p
-        with torch.no_grad():
-            first, second = draw(0), draw(1)
+        first, second = draw(0), draw(1)
         for name, a, b in zip(('SA', 'PWCA', 'GLCA'), first, second):
             assert (not torch.allclose(a, b)) == changes, (name, p)
+
+
+def test_partner_gradient_flows_by_default_through_the_block():
+    block = make_tiny_vit().blocks[0]
+    x = torch.randn(4, 17, 192, requires_grad=True)
+    out, _ = self_and_pair_attention_block(block, x, torch.tensor([1, 0]))
+    out[2].sum().backward()  # PWCA row of image 0, whose partner is SA row 1
+    assert x.grad[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda vit: setattr(vit, 'fc_norm', torch.nn.LayerNorm(192)), 'fc_norm or attention pooling'),
+    (lambda vit: setattr(vit.blocks[1].attn, 'gate', torch.nn.Linear(192, 192)), 'gated attention'),
+])
+def test_unsupported_backbones_are_clear_errors(change, message):
+    vit = make_tiny_vit()
+    change(vit)
+    with pytest.raises(ValueError, match=message):
+        DCALViT(vit)

@@ -116,21 +116,39 @@ def test_random_queries_change_glca_and_use_the_drawn_patches():
 
 
 @pytest.mark.parametrize('train', [False, True])
-def test_random_queries_compute_no_rollout(monkeypatch, train):
+def test_random_queries_compute_no_rollout_and_no_map(monkeypatch, train):
     def refused(*args, **kwargs):
         raise AssertionError('the rollout ran with random queries')
 
+    asked, block_function = [], dcal_vit_module.self_and_pair_attention_block
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get('need_weights', False))
+        return block_function(*args, **kwargs)
+
     monkeypatch.setattr(dcal_vit_module, 'class_token_rollout', refused)
+    monkeypatch.setattr(dcal_vit_module, 'self_and_pair_attention_block', recording)
     model = DCALViT(make_tiny_vit(), query_selection='random').train(train)
     out = model(images(batch=2))
     assert out.local_query_index.shape == (2, 2) and out.glca_logits.shape == (2, 5)
+    assert asked == [False] * 3
+
+
+def test_random_queries_draw_from_every_patch():
+    model = DCALViT(make_tiny_vit(), query_selection='random', local_query_ratio=1.0).eval()
+    with torch.no_grad():
+        index = model(images(batch=2)).local_query_index
+    assert torch.equal(index.sort(dim=1).values, torch.arange(16).expand(2, 16))
 
 
 def test_query_selection_reaches_from_timm_and_is_checked():
-    model = DCALViT.from_timm('deit_tiny_patch16_224', img_size=32, depth=1, query_selection='random',
+    model = DCALViT.from_timm('deit_tiny_patch16_224', img_size=32, depth=2, query_selection='random',
                               pwca_partner_gradient=False)
     assert model.query_selection == 'random' and model.pwca_partner_gradient is False
-    assert len(model.vit.blocks) == 1
+    assert len(model.vit.blocks) == 2 and model.vit.num_classes == 0
+    assert isinstance(model.vit.blocks[-1].drop_path1, torch.nn.Identity)  # drop_path_rate 0 unless asked
+    default = DCALViT(make_tiny_vit())
+    assert (default.query_selection, default.pwca_partner_gradient) == ('rollout', True)
     with pytest.raises(ValueError, match="query_selection must be one of \\('rollout', 'random'\\)"):
         DCALViT(make_tiny_vit(), query_selection='top')
 

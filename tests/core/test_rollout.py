@@ -104,7 +104,7 @@ def test_ratio_out_of_range(ratio):
 
 def test_rollout_rejects_bad_maps():
     for rollout in (class_token_rollout, attention_rollout):
-        with pytest.raises(ValueError, match='attention rollout needs at least one attention map'):
+        with pytest.raises(ValueError, match='^attention rollout needs at least one attention map$'):
             rollout([])
     with pytest.raises(ValueError, match='differ in shape'):
         attention_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 6, 6)])
