@@ -37,7 +37,6 @@ import json
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -143,19 +142,13 @@ def read_fgvc_curve(work_dir: Path, use_glca: bool) -> Dict[str, List[float]]:
 
 @torch.no_grad()
 def fgvc_top1(model: torch.nn.Module, loader) -> Dict[str, float]:
-    """Top-1 (%) of SA, GLCA (with GLCA) and the fused prediction of an mmpretrain DCAL classifier on ``loader``."""
-    from dcal_plugin.mmpretrain.metrics import SCORES
+    """Top-1 (%) of SA, GLCA (with GLCA) and the fused prediction on ``loader``, by the plugin's ``DCALBranchAccuracy``."""
+    from dcal_plugin.mmpretrain.metrics import DCALBranchAccuracy
     model.eval()
-    hits: Counter = Counter()
-    totals: Counter = Counter()
+    metric = DCALBranchAccuracy()
     for batch in loader:
-        for sample in model.test_step(batch):
-            label = int(sample.gt_label.reshape(-1)[0])
-            for name, key in SCORES.items():
-                if key in sample:
-                    totals[name] += 1
-                    hits[name] += int(sample.get(key).argmax()) == label
-    return {name: 100.0 * hits[name] / total for name, total in totals.items()}
+        metric.process(batch, [sample.to_dict() for sample in model.test_step(batch)])
+    return {name.split('/')[1][:-len('_top1')]: value for name, value in metric.evaluate(len(loader.dataset)).items()}
 
 
 def unaugmented_train_loader(runner):

@@ -55,3 +55,10 @@ def rollout_full(maps, residual_weight: float = 0.5) -> Tensor:
         augmented = augmented / augmented.sum(-1, keepdim=True)
         result = augmented if result is None else augmented @ result
     return result
+
+
+def pooled_glca(model, tokens: Tensor, patch_index: Tensor):
+    """GLCA of one image ``tokens [N, C]``: its block on tokens ``1 + patch_index`` -> mean -> norm -> (feature, logits)."""
+    pooled = cross_attention_block(model.glca_block, tokens[patch_index + 1], tokens).mean(0)
+    feature = model.glca_norm(pooled)
+    return feature, model.glca_head(feature)

@@ -11,7 +11,7 @@ from dcal_plugin.core.blocks import global_local_cross_attention_block, self_and
 from dcal_plugin.core.dcal_vit import random_derangement
 
 from ..conftest import make_tiny_vit
-from .reference import cross_attention_block, head_mean_attention, rollout_full
+from .reference import cross_attention_block, head_mean_attention, pooled_glca, rollout_full
 
 
 def images(batch=3, size=64, seed=0):
@@ -192,8 +192,7 @@ def test_outputs_fgvc_prediction_and_reid_feature():
         out = model(x)
         timm_feature = model.vit.forward_head(model.vit.forward_features(x), pre_logits=True)
         tokens = sa_tokens_per_block(model.vit, x)[-2]
-        glca_feature = torch.stack([model.glca_norm(cross_attention_block(
-            model.glca_block, tokens[b][out.local_query_index[b] + 1], tokens[b]).mean(0)) for b in range(2)])
+        glca_feature = torch.stack([pooled_glca(model, tokens[b], out.local_query_index[b])[0] for b in range(2)])
     torch.testing.assert_close(out.fgvc_prediction, out.sa_logits.softmax(-1) + out.glca_logits.softmax(-1))
     assert out.reid_feature.shape == (2, 384)
     torch.testing.assert_close(out.reid_feature[:, :192], timm_feature, rtol=1e-5, atol=1e-5)  # SA: timm's class token

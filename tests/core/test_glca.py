@@ -6,7 +6,7 @@ from dcal_plugin.core import DCALViT, random_local_queries
 from dcal_plugin.core import dcal_vit as dcal_vit_module
 
 from ..conftest import make_tiny_vit
-from .reference import cross_attention_block, head_mean_attention, rollout_full
+from .reference import head_mean_attention, pooled_glca, rollout_full
 from .test_branches import images, sa_tokens_per_block
 
 
@@ -21,14 +21,6 @@ def glca_model(glca_block_index=-1, **kwargs):
     return model
 
 
-def reference_glca(model, tokens, patch_index):
-    """GLCA of one image by the loop formula: block on tokens ``1 + patch_index`` -> mean -> norm -> (feature, logits)."""
-    queries = tokens[patch_index + 1]
-    pooled = cross_attention_block(model.glca_block, queries, tokens).mean(0)
-    feature = model.glca_norm(pooled)
-    return feature, model.glca_head(feature)
-
-
 @pytest.mark.parametrize('glca_block_index', [-1, 1, 0])
 def test_glca_matches_per_query_loop_with_pooling(glca_block_index):
     model = glca_model(glca_block_index)
@@ -41,7 +33,7 @@ def test_glca_matches_per_query_loop_with_pooling(glca_block_index):
             maps = [head_mean_attention(model.vit.blocks[l], tokens[l][b]) for l in range(i + 1)]
             selected = rollout_full(maps)[0, 1:].argsort(descending=True)[:4]
             assert sorted(out.local_query_index[b].tolist()) == sorted(selected.tolist())
-            feature, logits = reference_glca(model, tokens[i][b], selected)
+            feature, logits = pooled_glca(model, tokens[i][b], selected)
             torch.testing.assert_close(out.glca_feature[b], feature, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(out.glca_logits[b], logits, rtol=1e-4, atol=1e-4)
 
@@ -61,7 +53,7 @@ def test_glca_logits_follow_the_selected_patches(monkeypatch):
         with torch.no_grad():
             out = model(x)
             for b in range(2):
-                torch.testing.assert_close(out.glca_logits[b], reference_glca(model, tokens[b], index[b])[1],
+                torch.testing.assert_close(out.glca_logits[b], pooled_glca(model, tokens[b], index[b])[1],
                                            rtol=1e-4, atol=1e-4)
         logits.append(out.glca_logits)
     assert (logits[0] - logits[1]).abs().max() > 1e-2
@@ -111,7 +103,7 @@ def test_random_queries_change_glca_and_use_the_drawn_patches():
     torch.testing.assert_close(drawn[0].sa_logits, rollout.sa_logits)
     for out in drawn:
         for b in range(2):
-            torch.testing.assert_close(out.glca_logits[b], reference_glca(model, tokens[b], out.local_query_index[b])[1],
+            torch.testing.assert_close(out.glca_logits[b], pooled_glca(model, tokens[b], out.local_query_index[b])[1],
                                        rtol=1e-4, atol=1e-4)
 
 
