@@ -17,17 +17,22 @@ T_975 = {2: 12.706204736}  # Student t, 97.5% quantile, by number of seeds (n - 
 LABELS = {'glca': 'GLCA top-1', 'fused': 'fused top-1'}
 
 
+def call_ablation(out: Path, work_dir: Path, *args: str) -> str:
+    """tools/ablation.py at scale 0.02 with ``args``: its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'ablation.py'), '--out-dir', str(out), '--work-dir', str(work_dir),
+         '--scale', '0.02', *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 @pytest.fixture(scope='module')
 def ablation(tmp_path_factory):
     """One tiny ablation: FGVC SA + PWCA, DCAL and DCAL with random queries; Re-ID the default cut of those; 2 seeds."""
     tmp_path = tmp_path_factory.mktemp('ablation')
     out = tmp_path / 'docs'
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'ablation.py'), '--out-dir', str(out), '--work-dir', str(tmp_path / 'w'),
-         '--scale', '0.02', '--seeds', '0', '1', '--variants', PWCA, DCAL, RANDOM],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, json.loads((out / 'ablation.json').read_text()), (out / 'ablation.md').read_text(), out
+    stdout = call_ablation(out, tmp_path / 'w', '--seeds', '0', '1', '--variants', PWCA, DCAL, RANDOM)
+    return stdout, json.loads((out / 'ablation.json').read_text()), (out / 'ablation.md').read_text(), out
 
 
 def section(report: str, heading: str) -> str:
@@ -169,3 +174,13 @@ def test_reid_pwca_diagnostics(ablation):
                                   ('weights', 'w_pwca', 2), ('last_epoch', 'same_id_partners', 3),
                                   ('last_epoch', 'batch_mean_gap', 3)):
             assert mean_std([run[part][key] for run in diagnostics], digits) in line, key
+
+
+def test_a_second_call_keeps_the_finished_runs_and_trains_only_new_ones(ablation):
+    _, result, _, out = ablation
+    again = out.parent / 'again'
+    stdout = call_ablation(again, out.parent / 'w', '--seeds', '0', '1', '2', '--variants', PWCA, '--tasks', 'fgvc')
+    lines = [line for line in stdout.splitlines() if '] fgvc | SA + PWCA | seed' in line]
+    assert [' (kept from an earlier call)' in line for line in lines] == [True, True, False]
+    runs = json.loads((again / 'ablation.json').read_text())['runs'][PWCA]['fgvc']
+    assert runs[:2] == result['runs'][PWCA]['fgvc'] and runs[2]['seed'] == 2

@@ -24,6 +24,9 @@ Estimated from the CPU time (one thread) of a run's pieces, measured per variant
 one training epoch, one test pass, the train-split pass), summed over the grid and scaled by the
 49 min that the previous ablation (4 variants x 3 seeds x 2 tasks, no extra evaluations) took.
 
+Every finished run leaves its record in its folder; a second call with the same epochs and data keeps those runs
+and trains only the rest, so an interrupted ablation loses at most the run it was in.
+
 Writes ``<out>/ablation.md`` (tables), ``<out>/ablation.png`` (learning curves) and
 ``<out>/ablation.json`` (every raw number). Numbers on this data are not paper numbers.
 
@@ -66,6 +69,7 @@ REID_DATA = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_
 FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 15, 24, 4
 EVAL_SEED = 0  # torch's RNG at the start of every test-time evaluation (random queries are drawn from it)
 QUERY_SELECTIONS = ('rollout', 'random')
+FINISHED = 'record.json'  # in a run's folder once it has trained and been evaluated
 
 
 def run_name(variant: str) -> str:
@@ -364,12 +368,31 @@ def run_all(plan: Dict, work_dir: Path) -> Dict[str, Dict[str, List[Dict]]]:
             for seed in plan['seeds'][task]]
     for number, (task, variant, seed) in enumerate(jobs, 1):
         run_dir = work_dir / task / run_name(variant) / f'seed{seed}'
+        head = f'[{number}/{len(jobs)}] {task} | {variant} | seed {seed}'
         began = time.time()
-        record = run_job(task, variant, seed, roots[task], run_dir, plan)
+        record = finished_record(run_dir, plan)
+        if record is None:
+            record = run_job(task, variant, seed, roots[task], run_dir, plan)
+            (run_dir / FINISHED).write_text(json.dumps(dict(plan=run_settings(plan), record=record)))
+        else:
+            head += ' (kept from an earlier call)'
         runs[variant].setdefault(task, []).append(record)
-        print(progress(f'[{number}/{len(jobs)}] {task} | {variant} | seed {seed}', task, record, time.time() - began,
-                       run_dir / 'console.log'), flush=True)
+        print(progress(head, task, record, time.time() - began, run_dir / 'console.log'), flush=True)
     return runs
+
+
+def finished_record(run_dir: Path, plan: Dict) -> Optional[Dict]:
+    """The record a run with the same settings left in ``run_dir``, or None: an interrupted ablation goes on from there."""
+    path = run_dir / FINISHED
+    if not path.is_file():
+        return None
+    finished = json.loads(path.read_text())
+    return finished['record'] if finished['plan'] == json.loads(json.dumps(run_settings(plan))) else None
+
+
+def run_settings(plan: Dict) -> Dict:
+    """What a single run of ``plan`` depends on: all but the grid's choice of tasks, seeds and variants."""
+    return {key: value for key, value in plan.items() if key not in ('tasks', 'seeds', 'variants')}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
