@@ -2,18 +2,21 @@
 
 The exact method needs every SA block's head-averaged map (for the rollout). The variants:
 
-- ``shared softmax, head by head`` (what ``attend`` does without autograd at 448 on CPU): one
+- ``shared softmax, head by head`` (what the model does without autograd at 448 on CPU): one
   softmax per image and head gives both the output ``P·V`` and the head mean of ``P``, both
-  products through oneDNN (``attention.onednn_linear``);
-- ``shared softmax, tiles`` / ``one tile``: the same softmax over tiles of
-  ``attention.CPU_TILE_BYTES`` (what ``attend`` does below ``attention.ONEDNN_MIN_SCORES``) or
-  over the whole ``[B, H, N, N]`` tensor at once, the products by ``torch.bmm`` (MKL);
+  products through oneDNN (``attention_map_kernel.onednn_linear``);
+- ``shared softmax, tiles`` / ``one tile``: the same softmax over tiles of ``TILE_BYTES`` (what
+  the kernel does below ``ONEDNN_MIN_SCORES``) or over the whole ``[B, H, N, N]`` tensor at
+  once, the products by ``torch.bmm`` (MKL);
 - ``fused + recomputed map, head by head`` / ``tiles`` / ``one tile``: fused SDPA for the
   output, and the map recomputed beside it without gradient (the issue's reference design; more
   FLOPs);
 - ``fused + map from log-sum-exp, tiles``: torch's CPU flash kernel, which also returns each
   row's log-sum-exp, for the output; the map as ``exp(q kᵀ/√D - lse)`` (one exp pass instead of a
   softmax; the ``q kᵀ`` product is still recomputed).
+
+Each variant is a function with the signature of ``softmax_with_head_mean``, set on the model as
+its ``softmax_with_head_mean`` attribute for the call; nothing global changes.
 
     python -m benchmarks.attention_variants --models deit_tiny_patch16_224:448 --batch 8
 """
@@ -33,63 +36,65 @@ if __package__ in (None, ''):
 
 from benchmarks import measure  # noqa: E402
 from benchmarks.speed import build_pair, environment  # noqa: E402
-from dcal_plugin.core import attention, blocks  # noqa: E402
+from dcal_plugin.core import attention_map_kernel as kernel  # noqa: E402
 
 ONE_TILE = 1 << 62
 NEVER = 1 << 62
 
 
-def fused_with_recomputed_map(q, k, v, dropout_p=0.0, need_weights=False):
-    """The reference design: fused attention for the output, the map recomputed without gradient."""
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    return out, attention.attention_map(q, k) if need_weights else None
+def fused_with_recomputed_map(q, k, v=None, dropout_p=0.0, **thresholds):
+    """The reference design: fused attention for the output, the map recomputed beside it (by the kernel)."""
+    weights = kernel.softmax_with_head_mean(q, k, **thresholds)[1]
+    return None if v is None else F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), weights
 
 
-def fused_with_map_from_logsumexp(q, k, v, dropout_p=0.0, need_weights=False):
+def fused_with_map_from_logsumexp(q, k, v=None, dropout_p=0.0):
     """Flash attention's output and log-sum-exp; the head-averaged map rebuilt tile by tile from them."""
-    if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
-    out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
+    out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, k if v is None else v)[:2]
     batch, heads, queries, _ = q.shape
-    scaled = attention.scaled_contiguous_queries(q)
+    scaled = kernel.scaled_contiguous_queries(q)
     keys_t = k.contiguous().transpose(-2, -1)
     weights = q.new_empty(batch, queries, k.shape[2])
     head_mean = q.new_full((batch, 1, heads), 1.0 / heads)
-    for images, rows in attention._tiles(scaled, k.shape[2]):
+    for images, rows in kernel.tiles(scaled, k.shape[2]):
         probabilities = torch.matmul(scaled[images, :, rows], keys_t[images])
         probabilities.sub_(logsumexp[images, :, rows].unsqueeze(-1)).exp_()
-        attention.write_head_mean(probabilities, head_mean[images], weights[images, rows])
-    return out, weights
+        kernel.write_head_mean(probabilities, head_mean[images], weights[images, rows])
+    return None if v is None else out, weights
 
 
-# name: (attend, attention.CPU_TILE_BYTES, attention.ONEDNN_MIN_SCORES); None keeps the default.
-VARIANTS = {
-    'shared softmax, head by head': (attention.attend, None, None),
-    'shared softmax, tiles': (attention.attend, None, NEVER),
-    'shared softmax, one tile': (attention.attend, ONE_TILE, NEVER),
-    'fused + recomputed map, head by head': (fused_with_recomputed_map, None, None),
-    'fused + recomputed map, tiles': (fused_with_recomputed_map, None, NEVER),
-    'fused + recomputed map, one tile': (fused_with_recomputed_map, ONE_TILE, NEVER),
-    'fused + map from log-sum-exp, tiles': (fused_with_map_from_logsumexp, None, None),
-}
+def variants(onednn_min_scores: int = kernel.ONEDNN_MIN_SCORES, tile_bytes: int = kernel.TILE_BYTES) -> Dict:
+    """name -> a ``softmax_with_head_mean``-like function, the defaults' thresholds given as arguments."""
+    shared, fused = kernel.softmax_with_head_mean, fused_with_recomputed_map
+    return {
+        'shared softmax, head by head': functools.partial(shared, tile_bytes=tile_bytes,
+                                                          onednn_min_scores=onednn_min_scores),
+        'shared softmax, tiles': functools.partial(shared, tile_bytes=tile_bytes, onednn_min_scores=NEVER),
+        'shared softmax, one tile': functools.partial(shared, tile_bytes=ONE_TILE, onednn_min_scores=NEVER),
+        'fused + recomputed map, head by head': functools.partial(fused, tile_bytes=tile_bytes,
+                                                                  onednn_min_scores=onednn_min_scores),
+        'fused + recomputed map, tiles': functools.partial(fused, tile_bytes=tile_bytes, onednn_min_scores=NEVER),
+        'fused + recomputed map, one tile': functools.partial(fused, tile_bytes=ONE_TILE, onednn_min_scores=NEVER),
+        'fused + map from log-sum-exp, tiles': fused_with_map_from_logsumexp,
+    }
 
 
-def run_variant(dcal: torch.nn.Module, images: torch.Tensor, name: str):
-    """DCAL's eval forward on ``images`` with the attention maps of variant ``name`` (see ``VARIANTS``)."""
-    variant_attend, tile, min_scores = VARIANTS[name]
-    defaults = blocks.attend, attention.CPU_TILE_BYTES, attention.ONEDNN_MIN_SCORES
-    blocks.attend = variant_attend
-    attention.CPU_TILE_BYTES = tile or defaults[1]
-    attention.ONEDNN_MIN_SCORES = min_scores or defaults[2]
+VARIANTS = tuple(variants())
+
+
+def run_variant(dcal: torch.nn.Module, images: torch.Tensor, softmax) -> object:
+    """DCAL's eval forward on ``images`` with its maps (and the rollout blocks' outputs) from ``softmax``."""
+    default = dcal.softmax_with_head_mean
+    dcal.softmax_with_head_mean = softmax
     try:
         with torch.no_grad():
             return dcal(images)
     finally:
-        blocks.attend, attention.CPU_TILE_BYTES, attention.ONEDNN_MIN_SCORES = defaults
+        dcal.softmax_with_head_mean = default
 
 
 def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: int, clock,
-            max_foreign_share: Optional[float]) -> Dict:
+            max_foreign_share: Optional[float], onednn_min_scores: int = kernel.ONEDNN_MIN_SCORES) -> Dict:
     vit, dcal = build_pair(model_name, img_size, torch.device('cpu'))
     vit.eval(), dcal.eval()
     images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
@@ -98,13 +103,14 @@ def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: in
         with torch.no_grad():
             return vit(images)
 
-    fns = dict(timm=timm_eval, **{name: functools.partial(run_variant, dcal, images, name) for name in VARIANTS})
+    fns = dict(timm=timm_eval, **{name: functools.partial(run_variant, dcal, images, softmax)
+                                  for name, softmax in variants(onednn_min_scores).items()})
     times, rounds = measure.time_interleaved(fns, repeats, warmup, lambda: None, clock, max_foreign_share, 4 * repeats)
     flops = {name: measure.count_flops(fn) for name, fn in fns.items()}
     seconds = {name: measure.median(values) for name, values in times.items()}
     kept = rounds['foreign_share_of_kept']
     return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
-                tile_bytes=attention.CPU_TILE_BYTES, onednn_min_scores=attention.ONEDNN_MIN_SCORES,
+                tile_bytes=kernel.TILE_BYTES, onednn_min_scores=onednn_min_scores,
                 seconds=seconds, flops=flops,
                 time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
                 flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})

@@ -64,7 +64,7 @@ def test_fused_cpu_attention_counts_the_flops_of_the_unfused_bmm():
     import torch.nn.functional as F
 
     from benchmarks.measure import count_flops
-    from dcal_plugin.core import attention
+    from dcal_plugin.core import attention_map_kernel as kernel
 
     def inputs():
         g = torch.Generator().manual_seed(0)
@@ -83,41 +83,42 @@ def test_fused_cpu_attention_counts_the_flops_of_the_unfused_bmm():
         fused = count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
         manual = count_flops(lambda: ((q / 8 ** 0.5) @ k.transpose(-2, -1)).softmax(-1) @ v)
     assert fused == manual == 2 * (2 * 2 * 3 * 5 * 9 * 8)
-    if attention.onednn_linear() is not None:  # DCAL's CPU maps multiply through it: counted as the mm it is
-        assert count_flops(lambda: attention.onednn_linear()(q[0, 0], k[0, 0])) == 2 * 5 * 9 * 8
+    if kernel.onednn_linear() is not None:  # DCAL's CPU maps multiply through it: counted as the mm it is
+        assert count_flops(lambda: kernel.onednn_linear()(q[0, 0], k[0, 0])) == 2 * 5 * 9 * 8
     # backward: the fused kernel recomputes QK^T (one bmm more than autograd's four)
     assert count_flops(fused_step) == count_flops(manual_step) + 2 * 2 * 3 * 5 * 9 * 8
 
 
 @pytest.mark.parametrize('heads', [2, 3])
 def test_tiled_attention_paths_match_one_tile(monkeypatch, heads):
-    """The speed paths of ``attend`` (CPU tiles of whole images or of query rows) compute the same output and map.
+    """The kernel's CPU tiles (of whole images or of query rows) compute the same output and map as one tile.
 
     With 3 heads on 2 threads a tile of query rows spans 2 images, and the odd third image a tile of its own.
     """
     import torch
 
-    from dcal_plugin.core import attention
+    from dcal_plugin.core import attention_map_kernel as kernel
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, heads, n, 8, generator=g) for n in (11, 13, 13))
-    want_out, want_map = attention.attend(q, k, v, need_weights=True)
+    by_tile = dict(onednn_min_scores=1 << 62)
+    want_out, want_map = kernel.softmax_with_head_mean(q, k, v, tile_bytes=1 << 62, **by_tile)
     assert torch.allclose(want_map.sum(-1), torch.ones(3, 11))
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
     row_tile_images = {1} if heads == 2 else {2, 1}
     for tile_bytes, images_per_tile in ((heads * 22 * 13 * 4, {2, 1}),  # two whole images per tile
                                         (heads * 3 * 13 * 4, row_tile_images), (1, row_tile_images)):  # 3 rows; 1 row
-        monkeypatch.setattr(attention, 'CPU_TILE_BYTES', tile_bytes)
-        tiles = list(attention._tiles(q, 13))
+        tiles = list(kernel.tiles(q, 13, tile_bytes))
         covered = torch.zeros(3, 11, dtype=torch.long)
         for images, rows in tiles:
             covered[images, rows] += 1
         assert covered.eq(1).all()
         assert {len(range(*images.indices(3))) for images, _ in tiles} == images_per_tile
-        out, weights = attention.attend(q, k, v, need_weights=True)
+        out, weights = kernel.softmax_with_head_mean(q, k, v, tile_bytes=tile_bytes, **by_tile)
         torch.testing.assert_close(out, want_out, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(weights, want_map, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(attention.attention_map(q, k), want_map, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(kernel.softmax_with_head_mean(q, k, tile_bytes=tile_bytes, **by_tile)[1], want_map,
+                                   rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(want_out, torch.nn.functional.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
 
 
@@ -129,36 +130,34 @@ def test_round_ratio_range_pairs_the_calls_of_each_round():
     assert (round(low, 6), round(high, 6)) == (1.1, 1.5)
 
 
-def test_attention_variants_compute_the_same_dcal_outputs(monkeypatch):
+def test_attention_variants_compute_the_same_dcal_outputs():
     """Every way of getting the maps in ``benchmarks/attention_variants.py`` gives the same logits and local queries."""
     import torch
 
-    from benchmarks.attention_variants import VARIANTS, run_variant
+    from benchmarks.attention_variants import run_variant, variants
     from benchmarks.speed import build_pair
-    from dcal_plugin.core import attention
+    from dcal_plugin.core import attention_map_kernel as kernel
 
-    monkeypatch.setattr(attention, 'CPU_TILE_BYTES', 3 * 17 * 4 * 5)  # tiles of 5 query rows at 64x64 (17 tokens)
-    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', 17 * 17)  # whole images head by head where oneDNN is
+    # tiles of 5 query rows at 64x64 (17 tokens); whole images head by head where oneDNN is
+    chosen = variants(onednn_min_scores=17 * 17, tile_bytes=3 * 17 * 4 * 5)
     _, dcal = build_pair('deit_tiny_patch16_224', 64, torch.device('cpu'))
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    outputs = {name: run_variant(dcal.eval(), images, name) for name in VARIANTS}
+    outputs = {name: run_variant(dcal.eval(), images, softmax) for name, softmax in chosen.items()}
     reference = outputs.pop('shared softmax, one tile')
     for name, out in outputs.items():
         torch.testing.assert_close(out.sa_logits, reference.sa_logits, rtol=1e-4, atol=1e-5, msg=name)
         torch.testing.assert_close(out.glca_logits, reference.glca_logits, rtol=1e-4, atol=1e-5, msg=name)
         assert torch.equal(out.local_query_index, reference.local_query_index), name
-    assert attention.CPU_TILE_BYTES == 3 * 17 * 4 * 5 and attention.ONEDNN_MIN_SCORES == 17 * 17  # restored
+    assert dcal.softmax_with_head_mean is kernel.softmax_with_head_mean  # restored
 
 
-def test_attention_variants_compare_reports_every_variant(monkeypatch):
+def test_attention_variants_compare_reports_every_variant():
     import time
 
     from benchmarks.attention_variants import VARIANTS, compare, table
-    from dcal_plugin.core import attention
 
-    monkeypatch.setattr(attention, 'ONEDNN_MIN_SCORES', 1)  # the default variants go head by head where oneDNN is
     row = compare('deit_tiny_patch16_224', 64, batch=2, repeats=1, warmup=0, clock=time.perf_counter,
-                  max_foreign_share=None)
+                  max_foreign_share=None, onednn_min_scores=1)  # the default variants go head by head where oneDNN is
     assert set(row['time_ratio']) == set(row['flop_ratio']) == set(VARIANTS)
     assert row['flop_ratio']['fused + recomputed map, tiles'] > row['flop_ratio']['shared softmax, tiles'] > 1
     # the same products, counted through oneDNN's op (the tiles' head mean is a bmm, head by head it is adds)

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from PIL import Image
 
 from dcal_plugin.visualization import colorize, rollout_figure, save_rollout_figure

@@ -1,5 +1,5 @@
 """Toolbox-agnostic DCAL in plain PyTorch + timm: never imports mmengine, mmpretrain or torchreid."""
-from .attention import attend
+from .attention import attend, attend_with_map
 from .checkpoint import checkpoint_filter, load_timm_checkpoint
 from .dcal_vit import SUPPORTED_MODELS, DCALViT
 from .losses import UncertaintyWeightedLoss
@@ -8,7 +8,7 @@ from .rollout import (
     attention_rollout, class_token_rollout, num_local_queries, random_local_queries, select_local_queries)
 
 __all__ = [
-    'DCALOutput', 'DCALViT', 'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend', 'attention_rollout',
-    'checkpoint_filter', 'class_token_rollout', 'load_timm_checkpoint', 'num_local_queries',
+    'DCALOutput', 'DCALViT', 'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend', 'attend_with_map',
+    'attention_rollout', 'checkpoint_filter', 'class_token_rollout', 'load_timm_checkpoint', 'num_local_queries',
     'random_local_queries', 'select_local_queries',
 ]

@@ -4,49 +4,42 @@ Both functions compose the block's own sub-modules (``norm1``, ``attn``, ``ls1``
 ``norm2``, ``mlp``, ``ls2``, ``drop_path2``) exactly as timm's ``Block.forward`` does; only the
 tensors handed to :func:`~dcal_plugin.core.attention.attend` differ.
 """
-import functools
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .attention import (
-    attend, attention_dropout, attention_map, merge_heads, project_kv, project_q, project_qkv, records_gradient)
+    AttentionMap, MapRows, SoftmaxWithHeadMean, attend, attend_with_map, attention_dropout, merge_heads, project_kv,
+    project_q, project_qkv)
+from .attention_map_kernel import softmax_with_head_mean
 
 
 def self_and_pair_attention_block(
         block: nn.Module,
         x: Tensor,
         partner: Optional[Tensor] = None,
-        need_weights: bool = False,
-        class_row_only: bool = False,
+        map_rows: Optional[MapRows] = None,
         partner_gradient: bool = True,
-) -> Tuple[Tensor, Optional[Callable[[], Tensor]]]:
+        softmax: SoftmaxWithHeadMean = softmax_with_head_mean,
+) -> Tuple[Tensor, Optional[AttentionMap]]:
     """One block on the SA stream ``[B, N, C]``, or on ``[SA; PWCA]`` stacked ``[2B, N, C]`` when ``partner`` is given.
 
     SA rows attend over their own tokens. PWCA row ``b`` (row ``B + b`` of ``x``) attends over its
     own keys/values concatenated with those of SA row ``partner[b]`` at this same block (METHOD §4),
-    with the block's weights shared. Returns the new stream and, if ``need_weights``, a function
-    that returns the SA rows' head-averaged attention map ``[B, N, N]`` (no gradient). Without
-    autograd the map comes from the softmax that gives the output and the function returns it.
-    When autograd records, the function computes the map when called, from the block's queries
-    and keys, which the backward pass keeps anyway: training then holds no ``[B, N, N]`` map per
-    block before the rollout reads them, one at a time. With ``class_row_only`` the function returns
-    only the class token's row ``[B, 1, N]`` (all the rollout reads of its last block) and the
-    output comes from fused attention. Without ``partner_gradient`` the partner's keys/values are
+    with the block's weights shared. Returns the new stream and, when ``map_rows`` is given, the
+    SA rows' head-averaged attention map as :func:`~dcal_plugin.core.attention.attend_with_map`
+    gives it (``softmax`` computes it). Without ``partner_gradient`` the partner's keys/values are
     detached, so the PWCA rows send no gradient into the partner's SA stream.
     """
     q, k, v = project_qkv(block.attn, block.norm1(x))
     dropout_p = attention_dropout(block.attn)
     num_sa = x.shape[0] if partner is None else x.shape[0] // 2
     q_sa, k_sa, v_sa = q[:num_sa], k[:num_sa], v[:num_sa]
-    if need_weights and (class_row_only or records_gradient(q_sa, k_sa, v_sa)):
-        out, _ = attend(q_sa, k_sa, v_sa, dropout_p)
-        map_queries = q_sa[:, :, :1] if class_row_only else q_sa
-        read_map = functools.partial(attention_map, map_queries.detach(), k_sa.detach())
+    if map_rows is None:
+        out, attention_map = attend(q_sa, k_sa, v_sa, dropout_p), None
     else:
-        out, weights = attend(q_sa, k_sa, v_sa, dropout_p, need_weights)
-        read_map = None if weights is None else (lambda: weights)
+        out, attention_map = attend_with_map(q_sa, k_sa, v_sa, dropout_p, map_rows, softmax)
     out = merge_heads(block.attn, out)
     if partner is not None:
         partner_keys, partner_values = k[partner], v[partner]
@@ -54,13 +47,13 @@ def self_and_pair_attention_block(
             partner_keys, partner_values = partner_keys.detach(), partner_values.detach()
         pair_keys = torch.cat([k[num_sa:], partner_keys], dim=2)
         pair_values = torch.cat([v[num_sa:], partner_values], dim=2)
-        pair_out, _ = attend(q[num_sa:], pair_keys, pair_values, dropout_p)
+        pair_out = attend(q[num_sa:], pair_keys, pair_values, dropout_p)
         # projected apart and joined after: the projection's backward keeps the attention outputs
         # themselves, not a joined copy of them
         out = torch.cat([out, merge_heads(block.attn, pair_out)])
     x = x + block.drop_path1(block.ls1(out))
     x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-    return x, read_map
+    return x, attention_map
 
 
 def global_local_cross_attention_block(block: nn.Module, x: Tensor, query_index: Tensor) -> Tensor:
@@ -73,6 +66,6 @@ def global_local_cross_attention_block(block: nn.Module, x: Tensor, query_index:
     k, v = project_kv(block.attn, normed)
     gather_index = query_index.unsqueeze(-1).expand(-1, -1, x.shape[-1])
     q = project_q(block.attn, normed.gather(1, gather_index))
-    out, _ = attend(q, k, v, attention_dropout(block.attn))
+    out = attend(q, k, v, attention_dropout(block.attn))
     y = x.gather(1, gather_index) + block.drop_path1(block.ls1(merge_heads(block.attn, out)))
     return y + block.drop_path2(block.ls2(block.mlp(block.norm2(y))))

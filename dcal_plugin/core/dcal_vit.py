@@ -1,16 +1,18 @@
 """DCAL on a timm Vision Transformer: SA, GLCA and PWCA branches (Zhu et al., CVPR 2022, arXiv 2205.02151)."""
-import collections.abc
 import copy
 import inspect
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from .attention import AttentionMap, MapRows
+from .attention_map_kernel import softmax_with_head_mean
 from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
 from .checkpoint import load_timm_checkpoint
+from .forward_plan import ForwardPlan
 from .output import DCALOutput
 from .rollout import class_token_rollout, num_local_queries, random_local_queries, select_local_queries
 
@@ -35,6 +37,11 @@ class DCALViT(nn.Module):
     PWCA tokens attend over its own keys/values concatenated with its distractor's SA keys/values
     at that block (METHOD §4); the distractor is drawn uniformly among the permutations of the
     batch without fixed points [ours].
+
+    The arguments after ``vit`` are DCAL's options, defined here once (:meth:`option_defaults`):
+    the MMPretrain backbone and the torchreid model and yaml config take them by these names.
+    ``softmax_with_head_mean`` (an attribute, not an option) computes the maps the rollout reads
+    together with their blocks' outputs; benchmarks replace it per model, as timm's ``fused_attn``.
 
     Args:
         vit (VisionTransformer): a timm ViT/DeiT/hybrid with one class token and token pooling.
@@ -88,6 +95,7 @@ class DCALViT(nn.Module):
         self.use_pwca = use_pwca
         self.query_selection = query_selection
         self.pwca_partner_gradient = pwca_partner_gradient
+        self.softmax_with_head_mean = softmax_with_head_mean
         if use_glca:
             self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
             self.glca_norm = copy.deepcopy(vit.norm)
@@ -112,8 +120,7 @@ class DCALViT(nn.Module):
             close = timm.list_models(f'*{model_name.split("_")[0]}*')[:8]
             raise ValueError(f'unknown timm model {model_name!r}; tested: {", ".join(SUPPORTED_MODELS)}; '
                              f'similar timm names: {", ".join(close) or "none"}')
-        dcal_names = set(inspect.signature(cls.__init__).parameters) - {'self', 'vit'}
-        dcal_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in dcal_names}
+        dcal_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in cls.option_defaults()}
         if img_size is not None:
             kwargs['img_size'] = img_size
         vit = timm.create_model(
@@ -122,6 +129,12 @@ class DCALViT(nn.Module):
         if checkpoint_path is not None:
             model.load_timm_checkpoint(checkpoint_path)
         return model
+
+    @classmethod
+    def option_defaults(cls) -> Dict[str, Any]:
+        """DCAL's options, the arguments of ``__init__`` after ``vit``, with their defaults."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
+        return {parameter.name: parameter.default for parameter in parameters}
 
     def load_timm_checkpoint(self, checkpoint_path: str) -> None:
         """Load a timm checkpoint file into the SA branch (see ``load_timm_checkpoint``), then re-copy GLCA from it."""
@@ -140,40 +153,45 @@ class DCALViT(nn.Module):
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
         """Images ``[B, 3, H, W]`` -> :class:`DCALOutput`; ``distractor_index [B]`` is each image's PWCA partner (train mode)."""
         tokens = self._embed(x)
-        batch = x.shape[0]
-        partner = self._partner(batch, distractor_index, x.device) if self.training and self.use_pwca else None
-        glca_at = self.glca_block_index if self.use_glca and (self.training or not self.sa_only_inference) else -1
-        rollout_to = glca_at if self.query_selection == 'rollout' else -1
+        plan = self.plan(x.shape[0], distractor_index, x.device)
         glca_feature = glca_logits = local_query_index = None
-        if partner is None and glca_at < 0:  # SA alone: timm's own blocks
+        if plan.is_plain_vit:
             stream = self.vit.blocks(tokens)
         else:
-            stream = tokens if partner is None else torch.cat([tokens, tokens])
-            maps = []
+            stream, maps = plan.stack(tokens), []
             for index, block in enumerate(self.vit.blocks):
-                if index == glca_at:
-                    glca_input = stream[:batch]
-                stream, read_map = self_and_pair_attention_block(
-                    block, stream, partner, need_weights=index <= rollout_to, class_row_only=index == rollout_to,
-                    partner_gradient=self.pwca_partner_gradient)
-                if read_map is not None:
-                    maps.append(read_map)
-                if index == glca_at:
-                    glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
-                    maps.clear()
-        sa_feature, sa_logits = self._sa_head(stream[:batch])
-        pwca_feature, pwca_logits = self._sa_head(stream[batch:]) if partner is not None else (None, None)
+                block_input = stream
+                stream, attention_map = self_and_pair_attention_block(
+                    block, stream, partner=plan.partner, map_rows=plan.map_rows(index),
+                    partner_gradient=self.pwca_partner_gradient, softmax=self.softmax_with_head_mean)
+                if attention_map is not None:
+                    maps.append(attention_map)
+                if index == plan.glca_block:
+                    glca_feature, glca_logits, local_query_index = self._glca(plan.split(block_input)[0], maps)
+        sa_tokens, pwca_tokens = plan.split(stream)
+        sa_feature, sa_logits = self._sa_head(sa_tokens)
+        pwca_feature, pwca_logits = (None, None) if pwca_tokens is None else self._sa_head(pwca_tokens)
         return DCALOutput(
             sa_feature=sa_feature, glca_feature=glca_feature, pwca_feature=pwca_feature, sa_logits=sa_logits,
             glca_logits=glca_logits, pwca_logits=pwca_logits, local_query_index=local_query_index)
+
+    def plan(self, batch: int, distractor_index: Optional[Tensor] = None,
+             device: Optional[torch.device] = None) -> ForwardPlan:
+        """What a forward call on ``batch`` images runs in the current mode (see :class:`ForwardPlan`)."""
+        partner = self._partner(batch, distractor_index, device) if self.training and self.use_pwca else None
+        if not self.use_glca or (self.sa_only_inference and not self.training):
+            return ForwardPlan(partner=partner)
+        rollout_blocks = self.glca_block_index + 1 if self.query_selection == 'rollout' else 0
+        return ForwardPlan(partner=partner, glca_block=self.glca_block_index, rollout_blocks=rollout_blocks)
 
     @torch.no_grad()
     def attention_maps(self, x: Tensor, num_blocks: Optional[int] = None) -> List[Tensor]:
         """Head-averaged SA attention maps ``[B, N, N]`` of the first ``num_blocks`` blocks (default all), no gradient."""
         stream, maps = self._embed(x), []
         for block in self.vit.blocks[:num_blocks]:
-            stream, read_map = self_and_pair_attention_block(block, stream, need_weights=True)
-            maps.append(read_map())
+            stream, attention_map = self_and_pair_attention_block(
+                block, stream, map_rows=MapRows.ALL, softmax=self.softmax_with_head_mean)
+            maps.append(attention_map)
         return maps
 
     @torch.no_grad()
@@ -192,17 +210,18 @@ class DCALViT(nn.Module):
         vit = self.vit
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
 
-    def _glca(self, tokens: Tensor, maps: Sequence[Callable[[], Tensor]]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    def _glca(self, tokens: Tensor, maps: Sequence[AttentionMap]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
         """GLCA on the tokens entering its block ``[B, N, C]`` -> feature ``[B, C]``, logits, local queries ``[B, R]``.
 
-        ``maps``: per SA block, a function returning its head-averaged attention map ``[B, N, N]``
-        (empty with random queries). The feature is GLCA's norm of the mean of its R outputs.
+        ``maps``: the SA blocks' head-averaged attention maps up to GLCA's block (empty with random
+        queries), as :func:`~dcal_plugin.core.attention.attend_with_map` gives them. The feature
+        is GLCA's norm of the mean of its R outputs.
         """
         if self.query_selection == 'random':
             local_index = random_local_queries(
                 tokens.shape[0], tokens.shape[1] - 1, self.local_query_ratio, tokens.device)
         else:
-            scores = class_token_rollout(_MapsOnRead(maps), self.residual_weight, rows_sum_to_one=True)
+            scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True)
             local_index = select_local_queries(scores, self.local_query_ratio)
         out = global_local_cross_attention_block(self.glca_block, tokens, local_index + 1)  # token 0: class token
         feature = self.glca_norm(out.mean(dim=1))
@@ -248,23 +267,6 @@ def random_derangement(size: int) -> Tensor:
         order = torch.randperm(size)
         if not bool((order == identity).any()):
             return order
-
-
-class _MapsOnRead(collections.abc.Sequence):
-    """The attention maps ``[B, N, N]`` of successive blocks, each obtained from its function when read.
-
-    :func:`class_token_rollout` reads each map once, last block first, so maps that are computed
-    on reading (training) exist one at a time.
-    """
-
-    def __init__(self, read_maps: Sequence[Callable[[], Tensor]]) -> None:
-        self._read_maps = read_maps
-
-    def __len__(self) -> int:
-        return len(self._read_maps)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self._read_maps[index]()
 
 
 def _check_backbone(vit: nn.Module) -> None:

@@ -1,6 +1,5 @@
 """Attention rollout (Abnar & Zuidema 2020, METHOD §2) and the selection of GLCA's local queries."""
-import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -22,24 +21,26 @@ def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5
 
 @torch.no_grad()
 def class_token_rollout(
-        attentions: Sequence[Tensor], residual_weight: float = 0.5, rows_sum_to_one: bool = False) -> Tensor:
+        attentions: Sequence[Union[Tensor, Callable[[], Tensor]]], residual_weight: float = 0.5,
+        rows_sum_to_one: bool = False) -> Tensor:
     """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
 
     Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32: O(L·N²) per image, never an
     ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
     ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
-    read once, the last block's first, and not kept (a sequence may compute its maps on reading).
+    read once, the last block's first, and not kept: a map may be given as a function that computes
+    it, called when the map is read, so that such maps exist one at a time.
     Of the last block only the class token's row enters, so its map may be given as that row
     alone, ``[B, 1, N]`` (or ``[B, H, 1, N]``). ``rows_sum_to_one`` says the maps are softmax
     outputs: then ``s = 1`` and each map is read once (for ``r·A``) instead of twice.
     """
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
-    last = _head_mean(_checked_map(attentions[-1], None, class_row_allowed=True))
+    last = _head_mean(_checked_map(_read(attentions[-1]), None, class_row_allowed=True))
     shape = last.shape[:1] + last.shape[-1:] * 2
     row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
     for index in reversed(range(len(attentions) - 1)):
-        attention = _head_mean(_checked_map(attentions[index], shape))
+        attention = _head_mean(_checked_map(_read(attentions[index]), shape))
         row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, 1:]
 
@@ -61,6 +62,11 @@ def num_local_queries(num_patches: int, ratio: float) -> int:
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f'local query ratio must lie in (0, 1], got {ratio}')
     return max(1, round(ratio * num_patches))
+
+
+def _read(attention: Union[Tensor, Callable[[], Tensor]]) -> Tensor:
+    """A map, computed first if it is given as a function."""
+    return attention if isinstance(attention, Tensor) else attention()
 
 
 def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float, rows_sum_to_one: bool) -> Tensor:

@@ -7,11 +7,13 @@ import torch.nn.functional as F
 
 from dcal_plugin.core import DCALViT, UncertaintyWeightedLoss
 from dcal_plugin.core import dcal_vit as dcal_vit_module
+from dcal_plugin.core.attention import MapRows
 from dcal_plugin.core.blocks import global_local_cross_attention_block, self_and_pair_attention_block
 from dcal_plugin.core.dcal_vit import random_derangement
 
 from ..conftest import make_tiny_vit
 from .reference import cross_attention_block, head_mean_attention, pooled_glca, rollout_full
+from .test_attention import read
 
 
 def images(batch=3, size=64, seed=0):
@@ -102,6 +104,7 @@ def test_no_gradient_flows_through_the_selection(monkeypatch):
     original = dcal_vit_module.class_token_rollout
 
     def recording(maps, residual_weight, **kwargs):
+        maps = [read(m) for m in maps]
         seen.extend(m.requires_grad for m in maps)
         scores = original(maps, residual_weight, **kwargs)
         seen.append(scores.requires_grad)
@@ -121,7 +124,7 @@ def test_rollout_gets_only_the_class_row_of_the_glca_blocks_map(monkeypatch, tra
     original = dcal_vit_module.class_token_rollout
 
     def recording(maps, residual_weight, **kwargs):
-        maps = [m for m in maps]
+        maps = [read(m) for m in maps]
         shapes.extend(tuple(m.shape) for m in maps)
         options.append(kwargs)
         return original(maps, residual_weight, **kwargs)
@@ -304,8 +307,8 @@ def test_attention_dropout_reaches_every_branch_in_training_only(train):
         assert differs == train, name
 
 
-@pytest.mark.parametrize('need_weights', [False, True])  # True: a rollout block, its map recomputed under autograd
-def test_every_attention_of_a_block_drops_its_own_weights_in_training(need_weights):
+@pytest.mark.parametrize('map_rows', [None, MapRows.ALL])  # ALL: a rollout block, its map recomputed under autograd
+def test_every_attention_of_a_block_drops_its_own_weights_in_training(map_rows):
     """Two draws of attention dropout change SA rows, PWCA rows and GLCA rows of one block; without dropout nothing changes."""
     block = make_tiny_vit().blocks[0].train()
     x = torch.randn(4, 17, 192, requires_grad=True)
@@ -313,7 +316,7 @@ def test_every_attention_of_a_block_drops_its_own_weights_in_training(need_weigh
 
     def draw(seed):
         torch.manual_seed(seed)
-        stacked, _ = self_and_pair_attention_block(block, x, partner, need_weights=need_weights)
+        stacked, _ = self_and_pair_attention_block(block, x, partner, map_rows)
         return stacked[:2], stacked[2:], global_local_cross_attention_block(block, x, query_index)
 
     for p, changes in ((0.0, False), (0.3, True)):

@@ -115,7 +115,7 @@ def test_random_queries_compute_no_rollout_and_no_map(monkeypatch, train):
     asked, block_function = [], dcal_vit_module.self_and_pair_attention_block
 
     def recording(*args, **kwargs):
-        asked.append(kwargs.get('need_weights', False))
+        asked.append(kwargs['map_rows'])
         return block_function(*args, **kwargs)
 
     monkeypatch.setattr(dcal_vit_module, 'class_token_rollout', refused)
@@ -123,7 +123,7 @@ def test_random_queries_compute_no_rollout_and_no_map(monkeypatch, train):
     model = DCALViT(make_tiny_vit(), query_selection='random').train(train)
     out = model(images(batch=2))
     assert out.local_query_index.shape == (2, 2) and out.glca_logits.shape == (2, 5)
-    assert asked == [False] * 3
+    assert asked == [None] * 3
 
 
 def test_random_queries_draw_from_every_patch():
