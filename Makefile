@@ -39,8 +39,8 @@ BENCH_MALLOC := MALLOC_TRIM_THRESHOLD_=4000000000 MALLOC_MMAP_THRESHOLD_=4000000
 bench: install
 	$(BENCH_MALLOC) $(PY) -m benchmarks.speed --tag _malloc-tuned
 
-# SA only / SA + GLCA / SA + PWCA / DCAL / DCAL with random queries, FGVC (4 seeds) and Re-ID (3 seeds, no random
-# queries) on the digits, rollout vs random queries on the same models -> docs/ablation.{md,png,json}, ~73 min;
+# SA only / SA + GLCA / SA + PWCA / DCAL / DCAL with random queries, FGVC (5 seeds) and Re-ID (3 seeds, no random
+# queries) on the digits, rollout vs random queries on the same models -> docs/ablation.{md,png,json}, ~70 min;
 # then the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0) -> docs/localization.md, rollout_grid.png.
 ablation: install
 	$(PY) tools/ablation.py

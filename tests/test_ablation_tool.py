@@ -182,5 +182,8 @@ def test_a_second_call_keeps_the_finished_runs_and_trains_only_new_ones(ablation
     stdout = call_ablation(again, out.parent / 'w', '--seeds', '0', '1', '2', '--variants', PWCA, '--tasks', 'fgvc')
     lines = [line for line in stdout.splitlines() if '] fgvc | SA + PWCA | seed' in line]
     assert [' (kept from an earlier call)' in line for line in lines] == [True, True, False]
-    runs = json.loads((again / 'ablation.json').read_text())['runs'][PWCA]['fgvc']
+    second = json.loads((again / 'ablation.json').read_text())
+    runs = second['runs'][PWCA]['fgvc']
     assert runs[:2] == result['runs'][PWCA]['fgvc'] and runs[2]['seed'] == 2
+    assert second['setup']['run_minutes'] == pytest.approx(sum(run['seconds'] for run in runs) / 60)
+    assert second['setup']['run_minutes'] > second['setup']['minutes'] - 1 / 60  # the kept runs' time is counted

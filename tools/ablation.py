@@ -15,14 +15,12 @@ Rank-1, tested every few epochs). After training, in the same process:
   share of PWCA partners with the image's identity, and how far the PWCA rows' batch statistics
   (what their BNNeck normalises with) lie from the SA rows'; plus the final uncertainty weights.
 
-Budget (``make ablation``, 2 CPU cores, at most ~75 min): the full grid, 5 variants x 5 seeds x 2
-tasks, would take ~110 min, and FGVC's 25 runs alone ~68 min (~2.7 min an FGVC run, ~1.6 min a
-Re-ID run). So the defaults keep every run's budget (FGVC 15 epochs, Re-ID 24) and every
-variant on FGVC, where the paper has its random-queries row, and cut seeds: FGVC seeds 0-3 (20 runs,
-~55 min), Re-ID the first 3 of them without 'DCAL, random queries' (12 runs, ~19 min): ~73 min.
-Estimated from the CPU time (one thread) of a run's pieces, measured per variant and task (start-up,
-one training epoch, one test pass, the train-split pass), summed over the grid and scaled by the
-49 min that the previous ablation (4 variants x 3 seeds x 2 tasks, no extra evaluations) took.
+Budget (``make ablation``, 2 CPU cores, at most ~75 min): an FGVC run takes 70-80 s without PWCA
+and ~140 s with it, a Re-ID run 55-70 s without PWCA and 100-120 s with it (measured in the
+ablation of 2026-12-02, docs/ablation.json). The full grid, 5 variants x 5 seeds x 2 tasks, would
+take ~95 min; the defaults keep every run's budget (FGVC 15 epochs, Re-ID 24) and every variant on
+FGVC, where the paper has its random-queries row, with seeds 0-4 (25 runs, ~45 min), and cut
+Re-ID to seeds 0-2 without 'DCAL, random queries' (12 runs, ~20 min): ~70 min in all.
 
 Every finished run leaves its record in its folder; a second call with the same epochs and data keeps those runs
 and trains only the rest, so an interrupted ablation loses at most the run it was in.
@@ -30,7 +28,7 @@ and trains only the rest, so an interrupted ablation loses at most the run it wa
 Writes ``<out>/ablation.md`` (tables), ``<out>/ablation.png`` (learning curves) and
 ``<out>/ablation.json`` (every raw number). Numbers on this data are not paper numbers.
 
-    python tools/ablation.py                       # make ablation: ~73 min on 2 CPU cores
+    python tools/ablation.py                       # make ablation: ~70 min on 2 CPU cores
     python tools/ablation.py --scale 4 --seeds 0 1 2 3 4 --reid-seeds 0 1 2 3 4   # more data and epochs (GPU)
 """
 import argparse
@@ -60,7 +58,7 @@ VARIANTS = {
     RANDOM_QUERIES: dict(use_glca=True, use_pwca=True, query_selection='random'),
 }
 REID_VARIANTS = tuple(variant for variant in VARIANTS if variant != RANDOM_QUERIES)  # the default Re-ID cut
-SEEDS, REID_SEED_COUNT = (0, 1, 2, 3), 3  # the budget's cut, see above
+SEEDS, REID_SEED_COUNT = (0, 1, 2, 3, 4), 3  # the budget's cut, see above
 # At --scale 1: the demo's data sets (digits-CUB, digits-VeRi) with 60% of the demos' epochs.
 FGVC_DATA = dict(image_size=48, digit_scale=(0.55, 0.9), clutter=0.2, digit_colour='white', train_per_class=150,
                  test_per_class=30)
@@ -310,9 +308,9 @@ def what_was_cut(tasks: Sequence[str], seeds: Dict[str, List[int]], variants: Di
         parts.append(f'{TASK_TITLES[task]} ran {len(seeds[task])} seeds {seeds[task]}, '
                      + (f'without {", ".join(left_out)}' if left_out else 'every variant'))
     return ('; '.join(parts) + '. Why (`make ablation`\'s defaults): the full grid, 5 variants x 5 seeds x 2 tasks, '
-            'would take ~110 min on 2 CPU cores and FGVC\'s 25 runs alone ~68 min; the defaults keep every run\'s '
-            'epochs, every variant on FGVC (the paper\'s random-queries row is on CUB) and take ~73 min: FGVC 4 '
-            'seeds, Re-ID 3 seeds without DCAL, random queries.')
+            'would take ~95 min on 2 CPU cores; the defaults keep every run\'s epochs and every variant on FGVC (the '
+            'paper\'s random-queries row is on CUB) with 5 seeds, and cut Re-ID to 3 seeds without DCAL, random '
+            'queries: ~70 min.')
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -372,7 +370,7 @@ def run_all(plan: Dict, work_dir: Path) -> Dict[str, Dict[str, List[Dict]]]:
         began = time.time()
         record = finished_record(run_dir, plan)
         if record is None:
-            record = run_job(task, variant, seed, roots[task], run_dir, plan)
+            record = dict(run_job(task, variant, seed, roots[task], run_dir, plan), seconds=time.time() - began)
             (run_dir / FINISHED).write_text(json.dumps(dict(plan=run_settings(plan), record=record)))
         else:
             head += ' (kept from an earlier call)'
@@ -403,7 +401,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     runs = run_all(plan, args.work_dir)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
     setup = dict(command='python tools/ablation.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
-                 device=device, minutes=(time.time() - start) / 60, **plan, eval_seed=EVAL_SEED,
+                 device=device, minutes=(time.time() - start) / 60,
+                 run_minutes=sum(record['seconds'] for by_task in runs.values() for records in by_task.values()
+                                 for record in records) / 60, **plan, eval_seed=EVAL_SEED,
                  fgvc_config=str(FGVC_CONFIG.relative_to(ROOT)), reid_config=str(REID_CONFIG.relative_to(ROOT)),
                  cut=what_was_cut(plan['tasks'], plan['seeds'], plan['variants']),
                  switches={variant: VARIANTS[variant] for variant in runs})

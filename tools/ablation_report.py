@@ -173,8 +173,9 @@ def write_report(result: Dict, out_dir: Path) -> None:
     lines = [
         '# Ablation of DCAL\'s branches and of GLCA\'s queries on the built-in digits data',
         '',
-        f'Written by `{setup["command"]}` on {setup["device"]} in {setup["minutes"]:.0f} min, the same budget '
-        'for every variant. Mean ± std over seeds of the final epoch. **Small generated data, trained from '
+        f'Written by `{setup["command"]}` on {setup["device"]}; its runs took {setup["run_minutes"]:.0f} min of '
+        f'training and evaluation (this call {setup["minutes"]:.0f} min: runs finished by an earlier call are kept), '
+        'the same budget for every variant. Mean ± std over seeds of the final epoch. **Small generated data, trained from '
         'scratch: these are not paper numbers.**', '', f'What was cut: {setup["cut"]}', '',
         *branch_sections(result), *paired_sections(result)]
     if result['overfitting']:
