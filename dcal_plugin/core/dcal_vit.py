@@ -160,14 +160,14 @@ class DCALViT(nn.Module):
         else:
             stream, maps = plan.stack(tokens), []
             for index, block in enumerate(self.vit.blocks):
-                block_input = stream
+                glca_input = plan.split(stream)[0] if index == plan.glca_block else None  # the tokens entering it
                 stream, attention_map = self_and_pair_attention_block(
                     block, stream, partner=plan.partner, map_rows=plan.map_rows(index),
                     partner_gradient=self.pwca_partner_gradient, softmax=self.softmax_with_head_mean)
                 if attention_map is not None:
                     maps.append(attention_map)
-                if index == plan.glca_block:
-                    glca_feature, glca_logits, local_query_index = self._glca(plan.split(block_input)[0], maps)
+                if glca_input is not None:
+                    glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
         sa_tokens, pwca_tokens = plan.split(stream)
         sa_feature, sa_logits = self._sa_head(sa_tokens)
         pwca_feature, pwca_logits = (None, None) if pwca_tokens is None else self._sa_head(pwca_tokens)
