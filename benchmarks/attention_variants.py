@@ -65,18 +65,13 @@ def fused_with_map_from_logsumexp(q, k, v=None, dropout_p=0.0):
 
 def variants(onednn_min_scores: int = kernel.ONEDNN_MIN_SCORES, tile_bytes: int = kernel.TILE_BYTES) -> Dict:
     """name -> a ``softmax_with_head_mean``-like function, the defaults' thresholds given as arguments."""
-    shared, fused = kernel.softmax_with_head_mean, fused_with_recomputed_map
-    return {
-        'shared softmax, head by head': functools.partial(shared, tile_bytes=tile_bytes,
-                                                          onednn_min_scores=onednn_min_scores),
-        'shared softmax, tiles': functools.partial(shared, tile_bytes=tile_bytes, onednn_min_scores=NEVER),
-        'shared softmax, one tile': functools.partial(shared, tile_bytes=ONE_TILE, onednn_min_scores=NEVER),
-        'fused + recomputed map, head by head': functools.partial(fused, tile_bytes=tile_bytes,
-                                                                  onednn_min_scores=onednn_min_scores),
-        'fused + recomputed map, tiles': functools.partial(fused, tile_bytes=tile_bytes, onednn_min_scores=NEVER),
-        'fused + recomputed map, one tile': functools.partial(fused, tile_bytes=ONE_TILE, onednn_min_scores=NEVER),
-        'fused + map from log-sum-exp, tiles': fused_with_map_from_logsumexp,
-    }
+    paths = {'head by head': dict(tile_bytes=tile_bytes, onednn_min_scores=onednn_min_scores),
+             'tiles': dict(tile_bytes=tile_bytes, onednn_min_scores=NEVER),
+             'one tile': dict(tile_bytes=ONE_TILE, onednn_min_scores=NEVER)}
+    designs = {'shared softmax': kernel.softmax_with_head_mean, 'fused + recomputed map': fused_with_recomputed_map}
+    chosen = {f'{design}, {path}': functools.partial(softmax, **thresholds)
+              for design, softmax in designs.items() for path, thresholds in paths.items()}
+    return dict(chosen, **{'fused + map from log-sum-exp, tiles': fused_with_map_from_logsumexp})
 
 
 VARIANTS = tuple(variants())

@@ -364,14 +364,15 @@ def run_all(plan: Dict, work_dir: Path) -> Dict[str, Dict[str, List[Dict]]]:
         variant: {} for variant in VARIANTS if any(variant in plan['variants'][task] for task in plan['tasks'])}
     jobs = [(task, variant, seed) for task in plan['tasks'] for variant in plan['variants'][task]
             for seed in plan['seeds'][task]]
+    settings = json.loads(json.dumps(run_settings(plan)))  # as record.json holds them
     for number, (task, variant, seed) in enumerate(jobs, 1):
         run_dir = work_dir / task / run_name(variant) / f'seed{seed}'
         head = f'[{number}/{len(jobs)}] {task} | {variant} | seed {seed}'
         began = time.time()
-        record = finished_record(run_dir, plan)
+        record = finished_record(run_dir, settings)
         if record is None:
             record = dict(run_job(task, variant, seed, roots[task], run_dir, plan), seconds=time.time() - began)
-            (run_dir / FINISHED).write_text(json.dumps(dict(plan=run_settings(plan), record=record)))
+            (run_dir / FINISHED).write_text(json.dumps(dict(plan=settings, record=record)))
         else:
             head += ' (kept from an earlier call)'
         runs[variant].setdefault(task, []).append(record)
@@ -379,13 +380,16 @@ def run_all(plan: Dict, work_dir: Path) -> Dict[str, Dict[str, List[Dict]]]:
     return runs
 
 
-def finished_record(run_dir: Path, plan: Dict) -> Optional[Dict]:
-    """The record a run with the same settings left in ``run_dir``, or None: an interrupted ablation goes on from there."""
+def finished_record(run_dir: Path, settings: Dict) -> Optional[Dict]:
+    """The record a run with ``settings`` (:func:`run_settings`) left in ``run_dir``, or None.
+
+    An interrupted ablation goes on from the runs it finished.
+    """
     path = run_dir / FINISHED
     if not path.is_file():
         return None
     finished = json.loads(path.read_text())
-    return finished['record'] if finished['plan'] == json.loads(json.dumps(run_settings(plan))) else None
+    return finished['record'] if finished['plan'] == settings else None
 
 
 def run_settings(plan: Dict) -> Dict:

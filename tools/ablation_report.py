@@ -175,8 +175,8 @@ def write_report(result: Dict, out_dir: Path) -> None:
         '',
         f'Written by `{setup["command"]}` on {setup["device"]}; its runs took {setup["run_minutes"]:.0f} min of '
         f'training and evaluation (this call {setup["minutes"]:.0f} min: runs finished by an earlier call are kept), '
-        'the same budget for every variant. Mean ± std over seeds of the final epoch. **Small generated data, trained from '
-        'scratch: these are not paper numbers.**', '', f'What was cut: {setup["cut"]}', '',
+        'the same budget for every variant. Mean ± std over seeds of the final epoch. **Small generated data, '
+        'trained from scratch: these are not paper numbers.**', '', f'What was cut: {setup["cut"]}', '',
         *branch_sections(result), *paired_sections(result)]
     if result['overfitting']:
         lines += ['## FGVC: over-fitting, fused top-1 (%) on the train and test splits',

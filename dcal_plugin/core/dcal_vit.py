@@ -120,7 +120,8 @@ class DCALViT(nn.Module):
             close = timm.list_models(f'*{model_name.split("_")[0]}*')[:8]
             raise ValueError(f'unknown timm model {model_name!r}; tested: {", ".join(SUPPORTED_MODELS)}; '
                              f'similar timm names: {", ".join(close) or "none"}')
-        dcal_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in cls.option_defaults()}
+        options = cls.option_defaults()
+        dcal_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in options}
         if img_size is not None:
             kwargs['img_size'] = img_size
         vit = timm.create_model(

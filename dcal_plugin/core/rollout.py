@@ -1,8 +1,10 @@
 """Attention rollout (Abnar & Zuidema 2020, METHOD §2) and the selection of GLCA's local queries."""
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from .attention import AttentionMap
 
 
 def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
@@ -21,8 +23,7 @@ def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5
 
 @torch.no_grad()
 def class_token_rollout(
-        attentions: Sequence[Union[Tensor, Callable[[], Tensor]]], residual_weight: float = 0.5,
-        rows_sum_to_one: bool = False) -> Tensor:
+        attentions: Sequence[AttentionMap], residual_weight: float = 0.5, rows_sum_to_one: bool = False) -> Tensor:
     """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
 
     Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32: O(L·N²) per image, never an
@@ -64,7 +65,7 @@ def num_local_queries(num_patches: int, ratio: float) -> int:
     return max(1, round(ratio * num_patches))
 
 
-def _read(attention: Union[Tensor, Callable[[], Tensor]]) -> Tensor:
+def _read(attention: AttentionMap) -> Tensor:
     """A map, computed first if it is given as a function."""
     return attention if isinstance(attention, Tensor) else attention()
 
