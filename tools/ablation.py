@@ -231,7 +231,7 @@ def pwca_statistics(out, pids: Tensor, partner: Tensor) -> Dict[str, float]:
 def record_diagnostics(engine) -> List[Dict[str, float]]:
     """Wrap the engine's model forward and branch loss so that every train step appends its diagnostics to the list."""
     from dcal_plugin.core.dcal_vit import random_derangement
-    from dcal_plugin.torchreid.model import BRANCHES
+    from dcal_plugin.core import BRANCHES
     steps: List[Dict[str, float]] = []
     model, forward, branch_loss = engine.model, engine.model.forward, engine.branch_loss
     current = {}  # this step's model output and PWCA partners
@@ -263,7 +263,7 @@ def record_diagnostics(engine) -> List[Dict[str, float]]:
 
 def summarise_diagnostics(steps: List[Dict[str, float]], model) -> Dict:
     """Per-epoch means of the step diagnostics, the last epoch's, and the final uncertainty weights ``w_*``."""
-    from dcal_plugin.torchreid.model import BRANCHES
+    from dcal_plugin.core import BRANCHES
     epochs = sorted({row['epoch'] for row in steps})
     per_epoch = []
     for epoch in epochs:

@@ -4,6 +4,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+LOG_VAR_BOUNDS = (-2.0, 2.0)  # the default box of the log-variances [ours]: weights in [0.135, 7.39]
+
 
 class UncertaintyWeightedLoss(nn.Module):
     """``L = ½ · Σ_i (exp(-w_i)·L_i + w_i)`` over the branch losses (SA, GLCA, PWCA), ``w`` learnable, initialised to 0.
@@ -20,10 +22,10 @@ class UncertaintyWeightedLoss(nn.Module):
     Args:
         num_tasks (int): number of losses combined. Defaults to 3.
         log_var_bounds (tuple[float, float] | None): closed interval for every ``w_i`` [ours].
-            Defaults to ``(-2.0, 2.0)``: weights in ``[0.135, 7.39]``.
+            Defaults to ``LOG_VAR_BOUNDS``, ``(-2.0, 2.0)``: weights in ``[0.135, 7.39]``.
     """
 
-    def __init__(self, num_tasks: int = 3, log_var_bounds: Tuple[float, float] = (-2.0, 2.0)) -> None:
+    def __init__(self, num_tasks: int = 3, log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS) -> None:
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f'num_tasks must be >= 1, got {num_tasks}')

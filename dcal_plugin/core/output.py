@@ -5,6 +5,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+BRANCHES = ('sa', 'glca', 'pwca')  # DCAL's three branches, in the order of DCALOutput's fields and of the losses
+
 
 @dataclass
 class DCALOutput:

@@ -23,18 +23,14 @@ class DCALVisionTransformer(BaseModule):
             with position embeddings resized by timm's filter. Same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)`` without ``prefix``.
         img_size (int | tuple[int, int], optional): input size; timm's default when None.
-        local_query_ratio (float): GLCA's R as a fraction of the patches. Defaults to 0.1.
-        glca_block_index (int): SA block GLCA runs beside. Defaults to -1.
         drop_path_rate (float): stochastic depth rate. Defaults to 0.
-        sa_only_inference (bool): skip GLCA at inference. Defaults to False.
-        use_glca (bool): build the GLCA branch (False for ablations). Defaults to True.
-        use_pwca (bool): train with the PWCA branch (False for ablations). Defaults to True.
         init_cfg (dict, optional): a ``Pretrained`` init_cfg without ``prefix`` names a timm
             checkpoint file; with ``prefix`` (e.g. ``'backbone.'`` of an mmpretrain DCAL
             checkpoint) it is handled by mmengine as usual.
-        **kwargs: the other arguments of :class:`~dcal_plugin.core.DCALViT` (``query_selection``,
-            ``pwca_partner_gradient``, ``residual_weight``), then ``timm.create_model``'s (e.g.
-            ``depth``, ``patch_size``).
+        **kwargs: DCAL's options, by the names and with the defaults of
+            :class:`~dcal_plugin.core.DCALViT` (``local_query_ratio``, ``glca_block_index``,
+            ``use_glca``, ``use_pwca``, ``sa_only_inference``, ``query_selection``, ...), then
+            ``timm.create_model``'s (e.g. ``depth``, ``patch_size``).
     """
 
     def __init__(
@@ -42,12 +38,7 @@ class DCALVisionTransformer(BaseModule):
             model_name: str,
             checkpoint_path: Optional[str] = None,
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
-            local_query_ratio: float = 0.1,
-            glca_block_index: int = -1,
             drop_path_rate: float = 0.0,
-            sa_only_inference: bool = False,
-            use_glca: bool = True,
-            use_pwca: bool = True,
             init_cfg: Optional[dict] = None,
             **kwargs,
     ) -> None:
@@ -57,9 +48,7 @@ class DCALVisionTransformer(BaseModule):
             init_cfg = dict(type='Pretrained', checkpoint=checkpoint_path)
         super().__init__(init_cfg=init_cfg)
         self.dcal = DCALViT.from_timm(
-            model_name, img_size=img_size, num_classes=0, local_query_ratio=local_query_ratio,
-            glca_block_index=glca_block_index, drop_path_rate=drop_path_rate, sa_only_inference=sa_only_inference,
-            use_glca=use_glca, use_pwca=use_pwca, **kwargs)
+            model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate, **kwargs)
 
     @property
     def embed_dim(self) -> int:

@@ -7,9 +7,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from ..core import UncertaintyWeightedLoss
-
-BRANCHES = ('sa', 'glca', 'pwca')
+from ..core import BRANCHES, LOG_VAR_BOUNDS, UncertaintyWeightedLoss
 
 
 @MODELS.register_module()
@@ -31,8 +29,8 @@ class DCALClsHead(ClsHead):
         num_classes (int): number of classes K.
         in_channels (int): feature width C.
         loss (dict): per-branch classification loss. Defaults to cross-entropy.
-        log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances.
-            Defaults to ``(-2.0, 2.0)``.
+        log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances, as
+            :class:`~dcal_plugin.core.UncertaintyWeightedLoss`. Defaults to ``(-2.0, 2.0)``.
         init_cfg (dict): Defaults to truncated-normal (std 0.02) linear layers, as timm.
     """
 
@@ -41,7 +39,7 @@ class DCALClsHead(ClsHead):
             num_classes: int,
             in_channels: int,
             loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
-            log_var_bounds: Optional[Tuple[float, float]] = (-2.0, 2.0),
+            log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS,
             init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=0.02),
             **kwargs,
     ) -> None:

@@ -3,6 +3,9 @@ from typing import Any, Dict
 
 from yacs.config import CfgNode
 
+from dcal_plugin.core import LOG_VAR_BOUNDS, DCALViT
+
+from .model import REID_DROP_PATH_RATE, REID_LOCAL_QUERY_RATIO
 from .registry import timm_model_name
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -17,15 +20,11 @@ def get_default_config() -> CfgNode:
     cfg.model.checkpoint = ''  # local timm weights for the backbone (e.g. ImageNet); '' trains from scratch
     cfg.model.load_weights = ''  # torchreid checkpoint whose matching tensors are loaded (e.g. for test.evaluate)
     cfg.model.resume = ''  # torchreid checkpoint to resume training from (model, optimizer, scheduler, epoch)
-    cfg.model.local_query_ratio = 0.3  # R, GLCA's share of patches (the paper's Re-ID value)
-    cfg.model.glca_block_index = -1  # SA block GLCA runs beside
-    cfg.model.drop_path_rate = 0.1  # stochastic depth (TransReID's rate; the paper gives none)
-    cfg.model.use_glca = True  # False: no GLCA branch (ablations)
-    cfg.model.use_pwca = True  # False: train without PWCA (ablations)
-    cfg.model.residual_weight = 0.5  # weight of the identity in the rollout's residual maps
-    cfg.model.sa_only_inference = False  # True: test with SA's feature alone (GLCA dropped at inference)
-    cfg.model.query_selection = 'rollout'  # GLCA's local queries: 'rollout' (the method) or 'random' (ablation)
-    cfg.model.pwca_partner_gradient = True  # False: PWCA sends no gradient into the partner's SA stream
+    # Every option of the core DCALViT by its name (its docstring says what each does), the Re-ID R.
+    for name, default in DCALViT.option_defaults().items():
+        cfg.model[name] = default
+    cfg.model.local_query_ratio = REID_LOCAL_QUERY_RATIO
+    cfg.model.drop_path_rate = REID_DROP_PATH_RATE
     cfg.model.timm_kwargs = CfgNode(new_allowed=True)  # extra timm.create_model arguments (e.g. depth, patch_size)
 
     cfg.data = CfgNode()
@@ -77,6 +76,8 @@ def get_default_config() -> CfgNode:
     cfg.loss.triplet.margin = 0.3
     cfg.loss.triplet.weight_t = 1.0
     cfg.loss.triplet.weight_x = 1.0
+    cfg.loss.uncertainty = CfgNode()
+    cfg.loss.uncertainty.log_var_bounds = list(LOG_VAR_BOUNDS)  # box of the log-variances; None: unbounded
 
     cfg.test = CfgNode()
     cfg.test.batch_size = 128
@@ -97,19 +98,14 @@ def get_default_config() -> CfgNode:
 
 def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
     """Arguments of ``build_dcal_reid`` except ``num_classes``."""
+    bounds = cfg.loss.uncertainty.log_var_bounds
     return {
         'model_name': timm_model_name(cfg.model.name),
         'img_size': (cfg.data.height, cfg.data.width),
         'checkpoint_path': cfg.model.checkpoint or None,
-        'local_query_ratio': cfg.model.local_query_ratio,
-        'glca_block_index': cfg.model.glca_block_index,
         'drop_path_rate': cfg.model.drop_path_rate,
-        'use_glca': cfg.model.use_glca,
-        'use_pwca': cfg.model.use_pwca,
-        'residual_weight': cfg.model.residual_weight,
-        'sa_only_inference': cfg.model.sa_only_inference,
-        'query_selection': cfg.model.query_selection,
-        'pwca_partner_gradient': cfg.model.pwca_partner_gradient,
+        'log_var_bounds': None if bounds is None else tuple(bounds),
+        **{name: cfg.model[name] for name in DCALViT.option_defaults()},
         **dict(cfg.model.timm_kwargs),
     }
 

@@ -5,7 +5,9 @@ import torch
 import torchreid
 from torch import Tensor
 
-from .model import BRANCHES, DCALReID
+from dcal_plugin.core import BRANCHES
+
+from .model import DCALReID
 
 
 class DCALEngine(torchreid.engine.ImageTripletEngine):

@@ -5,9 +5,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dcal_plugin.core import DCALOutput, DCALViT, UncertaintyWeightedLoss
+from dcal_plugin.core import BRANCHES, LOG_VAR_BOUNDS, DCALOutput, DCALViT, UncertaintyWeightedLoss
 
-BRANCHES = ('sa', 'glca', 'pwca')
+REID_LOCAL_QUERY_RATIO = 0.3  # the paper's Re-ID R (METHOD §7)
+REID_DROP_PATH_RATE = 0.1  # TransReID's stochastic depth; the paper gives none
 
 
 class BNNeck(nn.BatchNorm1d):
@@ -46,9 +47,12 @@ class DCALReID(nn.Module):
     Args:
         dcal (DCALViT): the backbone with its three branches, built with ``num_classes=0``.
         num_classes (int): number of training identities.
+        log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances, as
+            :class:`~dcal_plugin.core.UncertaintyWeightedLoss`. Defaults to ``(-2.0, 2.0)``.
     """
 
-    def __init__(self, dcal: DCALViT, num_classes: int) -> None:
+    def __init__(self, dcal: DCALViT, num_classes: int,
+                 log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS) -> None:
         super().__init__()
         if dcal.vit.num_classes != 0:
             raise ValueError(f'DCALReID adds its own ID classifiers: build DCALViT with num_classes=0, '
@@ -65,7 +69,7 @@ class DCALReID(nn.Module):
             self.glca_bnneck = BNNeck(width)
             self.glca_classifier = nn.Linear(width, num_classes, bias=False)
             nn.init.normal_(self.glca_classifier.weight, std=0.001)
-        self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES))
+        self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES), log_var_bounds=log_var_bounds)
 
     @property
     def feature_dim(self) -> int:
@@ -99,22 +103,19 @@ def build_dcal_reid(
         num_classes: int,
         img_size: Union[int, Tuple[int, int]] = (256, 128),
         checkpoint_path: Optional[str] = None,
-        local_query_ratio: float = 0.3,
-        glca_block_index: int = -1,
-        drop_path_rate: float = 0.1,
-        use_glca: bool = True,
-        use_pwca: bool = True,
+        local_query_ratio: float = REID_LOCAL_QUERY_RATIO,
+        drop_path_rate: float = REID_DROP_PATH_RATE,
+        log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS,
         **kwargs,
 ) -> DCALReID:
     """DCALReID on timm's ``model_name`` at ``img_size`` (H, W), optionally from a local timm checkpoint.
 
-    ``local_query_ratio`` defaults to the paper's Re-ID R = 30%; ``drop_path_rate`` to TransReID's
-    0.1 (the paper gives no rate). ``use_glca``/``use_pwca`` switch a branch off (ablations).
-    ``kwargs`` go to :class:`~dcal_plugin.core.DCALViT` where it has the argument (e.g.
-    ``query_selection``, ``pwca_partner_gradient``), else to ``timm.create_model`` (e.g. ``depth``).
+    ``local_query_ratio`` defaults to the paper's Re-ID R = 30%, ``drop_path_rate`` to TransReID's
+    0.1; ``log_var_bounds`` goes to the loss weighting. ``kwargs`` are DCAL's other options, by the
+    names and with the defaults of :class:`~dcal_plugin.core.DCALViT` (``use_glca``, ``use_pwca``,
+    ``query_selection``, ...), then ``timm.create_model``'s (e.g. ``depth``).
     """
     dcal = DCALViT.from_timm(
         model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0,
-        local_query_ratio=local_query_ratio, glca_block_index=glca_block_index, drop_path_rate=drop_path_rate,
-        use_glca=use_glca, use_pwca=use_pwca, **kwargs)
-    return DCALReID(dcal, num_classes)
+        local_query_ratio=local_query_ratio, drop_path_rate=drop_path_rate, **kwargs)
+    return DCALReID(dcal, num_classes, log_var_bounds=log_var_bounds)
