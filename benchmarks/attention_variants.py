@@ -35,7 +35,7 @@ if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import measure  # noqa: E402
-from benchmarks.speed import build_pair, environment  # noqa: E402
+from benchmarks.workloads import build_pair  # noqa: E402
 from dcal_plugin.core import attention_map_kernel as kernel  # noqa: E402
 
 ONE_TILE = 1 << 62
@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         name, size = item.split(':')
         print(f'measuring {name} @ {size}, batch {args.batch} ...', file=sys.stderr, flush=True)
         rows.append(compare(name, int(size), args.batch, args.repeats, args.warmup, clock, args.max_foreign_share))
-    result = dict(environment(torch.device('cpu'), None), clock=args.clock, repeats=args.repeats, rows=rows,
+    result = dict(measure.environment(torch.device('cpu'), None), clock=args.clock, repeats=args.repeats, rows=rows,
                   table=table(rows))
     print(result['table'])
     os.makedirs(args.out_dir, exist_ok=True)

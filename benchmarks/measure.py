@@ -1,15 +1,17 @@
-"""Measuring tools for ``benchmarks/speed.py``: interleaved timing, FLOP counting, peak memory, machine load.
+"""Measuring tools for ``benchmarks/``: interleaved timing, labelled shares, FLOP counting, peak memory, the machine.
 
 Everything here treats the two models of a comparison the same way: the same timer, the same
 FLOP formulas (attention included, fused or not), the same memory accounting.
 """
 import math
 import os
+import platform
 import resource
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import timm
 import torch
 from torch.utils import flop_counter
 
@@ -100,6 +102,39 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup:
     return {name: [r[1][name] for r in kept] for name in fns}, summary
 
 
+def labelled_share(fn: Callable[[], object], label: str, device: torch.device, repeats: int,
+                   sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter,
+                   max_foreign_share: Optional[float] = None) -> float:
+    """Median share of one call of ``fn`` spent inside ``torch.profiler.record_function(label)``, profiled in place.
+
+    Each call runs under ``torch.profiler``; the share is the labelled ranges' time (CPU time on
+    CPU, the time of their kernels on CUDA) over the call's ``clock`` time. A call that records no
+    range named ``label`` raises ``RuntimeError``: the labelled code did not run (or lost its
+    label), and its share is unknown rather than 0. Calls during which other processes took more
+    than ``max_foreign_share`` of the CPU are repeated (up to 4 × ``repeats`` calls), as in
+    :func:`time_interleaved`.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    rounds = []
+    while len(rounds) < 4 * repeats:
+        with CpuLoad() as load, profile(activities=activities) as prof:
+            sync()
+            start = clock()
+            fn()
+            sync()
+            total = clock() - start
+        ranges = [event for event in prof.events() if event.name == label]
+        if not ranges:
+            raise RuntimeError(f'the call ran no code labelled {label!r} (torch.profiler.record_function): '
+                               'its share cannot be measured')
+        spent_us = sum(e.device_time_total if device.type == 'cuda' else e.cpu_time_total for e in ranges)
+        rounds.append((load.share or 0.0, spent_us * 1e-6 / total))
+        if sum(max_foreign_share is None or share <= max_foreign_share for share, _ in rounds) >= repeats:
+            break
+    return median([share for _, share in sorted(rounds)[:repeats]])
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
@@ -187,3 +222,20 @@ def _proc_stat():
 def _own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def environment(device: torch.device, autocast_dtype: Optional[torch.dtype]) -> Dict:
+    """The machine and software a measurement ran on: device name, versions, threads, malloc settings, load."""
+    cpu_model = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as info:
+            cpu_model = next(line.split(':', 1)[1].strip() for line in info if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        device=device.type, device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model,
+        torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
+        threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+        allocator_env={key: value for key, value in os.environ.items() if key.startswith('MALLOC_')},
+        dtype='float32' if autocast_dtype is None else f'autocast {autocast_dtype}'.replace('torch.', ''),
+        load_average_at_start=os.getloadavg())

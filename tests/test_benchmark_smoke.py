@@ -33,7 +33,7 @@ def test_speed_benchmark_smoke_writes_table_and_json(tmp_path):
     assert row['flops']['sa_only_eval'] == row['flops']['timm_eval']
     assert row['flops']['dcal_train'] > 2 * row['flops']['timm_train']
     assert row['peak_bytes']['dcal_train'] > row['peak_bytes']['timm_train'] > 0
-    assert 0 <= row['rollout_share'] < 1
+    assert 0 < row['rollout_share'] < 1
     assert set(row['checks']) >= {'eval_time_le_1_10_flops', 'sa_only_time_le_1_02', 'train_memory_le_2_2'}
     assert set(row['eval_rounds']['minor_page_faults_median']) == {'timm_eval', 'dcal_eval', 'sa_only_eval'}
     assert row['model'].replace('_patch16_224', '') in proc.stdout
@@ -123,7 +123,7 @@ def test_tiled_attention_paths_match_one_tile(monkeypatch, heads):
 
 
 def test_round_ratio_range_pairs_the_calls_of_each_round():
-    from benchmarks.speed import round_ratio_range
+    from benchmarks.report import round_ratio_range
 
     row = dict(seconds_all=dict(dcal_eval=[1.2, 3.0, 1.1], timm_eval=[1.0, 2.0, 1.0]))
     low, high = round_ratio_range(row, 'dcal_eval', 'timm_eval')
@@ -135,7 +135,7 @@ def test_attention_variants_compute_the_same_dcal_outputs():
     import torch
 
     from benchmarks.attention_variants import run_variant, variants
-    from benchmarks.speed import build_pair
+    from benchmarks.workloads import build_pair
     from dcal_plugin.core import attention_map_kernel as kernel
 
     # tiles of 5 query rows at 64x64 (17 tokens); whole images head by head where oneDNN is
@@ -164,3 +164,22 @@ def test_attention_variants_compare_reports_every_variant():
     assert row['flop_ratio']['shared softmax, head by head'] == pytest.approx(row['flop_ratio']['shared softmax, tiles'],
                                                                               rel=1e-3)
     assert all(name in table([row]) for name in VARIANTS)
+
+
+def test_rollout_share_is_read_from_the_forwards_profiler_label():
+    import time
+
+    import torch
+
+    from benchmarks.measure import labelled_share
+    from benchmarks.workloads import build_workloads
+    from dcal_plugin.core.dcal_vit import ROLLOUT_LABEL
+
+    work = build_workloads('deit_tiny_patch16_224', 64, batch=2, device=torch.device('cpu'))
+    work.eval_mode()
+    share = labelled_share(work.eval['dcal_eval'], ROLLOUT_LABEL, torch.device('cpu'), repeats=2, sync=lambda: None,
+                           clock=time.perf_counter)
+    assert 0 < share < 1
+    # the SA-only forward runs no rollout: its share is unknown, not 0
+    with pytest.raises(RuntimeError, match=ROLLOUT_LABEL):
+        labelled_share(work.eval['sa_only_eval'], ROLLOUT_LABEL, torch.device('cpu'), repeats=1, sync=lambda: None)

@@ -17,6 +17,8 @@ from .output import DCALOutput
 from .rollout import class_token_rollout, num_local_queries, random_local_queries, select_local_queries
 
 QUERY_SELECTIONS = ('rollout', 'random')
+# torch.profiler label of the forward's class-token rollout and top-R selection (benchmarks time it by this name)
+ROLLOUT_LABEL = 'dcal_rollout_and_selection'
 SUPPORTED_MODELS = (
     'deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224',
     'vit_base_patch16_224', 'vit_base_r50_s16_224', 'vit_base_r50_s16_384',
@@ -222,8 +224,9 @@ class DCALViT(nn.Module):
             local_index = random_local_queries(
                 tokens.shape[0], tokens.shape[1] - 1, self.local_query_ratio, tokens.device)
         else:
-            scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True)
-            local_index = select_local_queries(scores, self.local_query_ratio)
+            with torch.profiler.record_function(ROLLOUT_LABEL):
+                scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True)
+                local_index = select_local_queries(scores, self.local_query_ratio)
         out = global_local_cross_attention_block(self.glca_block, tokens, local_index + 1)  # token 0: class token
         feature = self.glca_norm(out.mean(dim=1))
         return feature, self._classify(self.glca_head, feature), local_index
