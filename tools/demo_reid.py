@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence, Tuple
 import train_reid
 
 from dcal_plugin.demo_data import make_demo_data
+from dcal_plugin.layouts import VERI_FOLDER
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs' / 'reid' / 'dcal_deit-tiny_digits-veri776.yaml'
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     options = dict(DEMO_DATA, **dict(parse_option(text) for text in args.data))
     start = time.time()
     root = make_demo_data(args.out / 'data', 'veri776', overwrite=True, **options)
-    print(f'demo data (sklearn digits, VeRi-776 layout): {root / "VeRi"}; {options}')
+    print(f'demo data (sklearn digits, VeRi-776 layout): {root / VERI_FOLDER}; {options}')
     train_reid.main(['--config-file', str(CONFIG), '--root', str(root), 'data.save_dir', str(args.out / 'log'),
                      *args.opts])
     print(f'demo-reid took {time.time() - start:.0f} s (data, training, test); log and checkpoint in {args.out / "log"}')

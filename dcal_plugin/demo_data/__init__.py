@@ -1,14 +1,14 @@
 """Built-in demo data: real sklearn handwritten digits on cluttered canvases, written in official dataset layouts."""
-from __future__ import annotations
-
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, List, Optional, Tuple, Type, Union
+
+from dcal_plugin.layouts import (AIRCRAFT_FOLDER, CARS_FOLDER, CUB_FOLDER, MSMT_FOLDER, MSMT_MAX_CAMERAS, VERI_FOLDER,
+                                 VERI_MAX_CAMERAS)
 
 from . import cub, fgvc_aircraft, msmt17, stanford_cars, veri776
-from .options import FgvcOptions, MsmtOptions, RenderOptions, VeriOptions, parse_options
+from .options import FgvcOptions, ReidOptions, RenderOptions, check_cameras, parse_options
 from .records import DemoData, SampleRecord
 
 __all__ = ['LAYOUTS', 'DemoData', 'SampleRecord', 'build_demo_data', 'make_demo_data']
@@ -16,31 +16,35 @@ __all__ = ['LAYOUTS', 'DemoData', 'SampleRecord', 'build_demo_data', 'make_demo_
 
 @dataclass(frozen=True)
 class _Layout:
-    """A layout: its folder under ROOT, options type, writer, and whether readers take ROOT (not the folder)."""
+    """A layout: folder under ROOT, options type, writer, whether readers take ROOT (not the folder), camera limit."""
 
     folder: str
-    options_type: type[RenderOptions]
-    write: Callable[[Path, int, Any], list[SampleRecord]]
+    options_type: Type[RenderOptions]
+    write: Callable[[Path, int, Any], List[SampleRecord]]
     reader_takes_parent: bool
+    max_cameras: Optional[int] = None  # re-ID: the largest 1-based camera id its file names hold
+    unused_options: Tuple[str, ...] = ()  # fields of options_type that this layout does not take
 
 
 _LAYOUTS = {
-    'cub': _Layout(cub.FOLDER, FgvcOptions, cub.write_cub, False),
-    'stanford_cars': _Layout(stanford_cars.FOLDER, FgvcOptions, stanford_cars.write_stanford_cars, False),
-    'fgvc_aircraft': _Layout(fgvc_aircraft.FOLDER, FgvcOptions, fgvc_aircraft.write_fgvc_aircraft, False),
-    'veri776': _Layout(veri776.FOLDER, VeriOptions, veri776.write_veri776, True),
-    'msmt17': _Layout(msmt17.FOLDER, MsmtOptions, msmt17.write_msmt17, True),
+    'cub': _Layout(CUB_FOLDER, FgvcOptions, cub.write_cub, False),
+    'stanford_cars': _Layout(CARS_FOLDER, FgvcOptions, stanford_cars.write_stanford_cars, False),
+    'fgvc_aircraft': _Layout(AIRCRAFT_FOLDER, FgvcOptions, fgvc_aircraft.write_fgvc_aircraft, False),
+    'veri776': _Layout(VERI_FOLDER, ReidOptions, veri776.write_veri776, True, VERI_MAX_CAMERAS, ('val_per_train_id',)),
+    'msmt17': _Layout(MSMT_FOLDER, ReidOptions, msmt17.write_msmt17, True, MSMT_MAX_CAMERAS),
 }
 LAYOUTS = tuple(_LAYOUTS)
 
 
-def build_demo_data(root: str | Path, layout: str, seed: int = 0, overwrite: bool = False,
+def build_demo_data(root: Union[str, Path], layout: str, seed: int = 0, overwrite: bool = False,
                     **options: Any) -> DemoData:
     """Write layout's demo dataset under root and return its reader root plus one record per image."""
     if layout not in _LAYOUTS:
         raise ValueError(f'unknown layout {layout!r}; choose one of {", ".join(LAYOUTS)}')
     spec = _LAYOUTS[layout]
-    parsed = parse_options(spec.options_type, options)
+    parsed = parse_options(spec.options_type, options, spec.unused_options)
+    if spec.max_cameras is not None:
+        check_cameras(parsed, spec.max_cameras, layout)
     root = Path(root).expanduser().resolve()
     folder = root / spec.folder
     _clear(folder, overwrite)
@@ -48,7 +52,8 @@ def build_demo_data(root: str | Path, layout: str, seed: int = 0, overwrite: boo
     return DemoData(layout=layout, root=root if spec.reader_takes_parent else folder, records=tuple(records))
 
 
-def make_demo_data(root: str | Path, layout: str, seed: int = 0, overwrite: bool = False, **options: Any) -> Path:
+def make_demo_data(root: Union[str, Path], layout: str, seed: int = 0, overwrite: bool = False,
+                   **options: Any) -> Path:
     """Write layout's demo dataset under root; return the root its toolbox dataset class should be given."""
     return build_demo_data(root, layout, seed, overwrite, **options).root
 

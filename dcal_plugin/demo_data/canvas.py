@@ -1,9 +1,8 @@
 """Render one sample: a cluttered RGB canvas with one deciding handwritten digit pasted on it."""
-from __future__ import annotations
-
 import colorsys
 import math
 from dataclasses import dataclass
+from typing import Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -18,7 +17,7 @@ WHITE = np.full(3, 255.0, np.float32)  # digit coverage above which a pixel coun
 class Style:
     """A rendering style (a re-ID "camera"): background tint RGB in 0..255, noise grid cells, stroke angle (rad)."""
 
-    tint: tuple[float, float, float]
+    tint: Tuple[float, float, float]
     noise_cells: int
     stroke_angle: float
 
@@ -30,8 +29,8 @@ class Rendered:
     image: np.ndarray  # (S, S, 3) uint8, the sample
     background: np.ndarray  # (S, S, 3) uint8, the same canvas before the digit was pasted
     alpha: np.ndarray  # (S, S) float32 in [0, 1], coverage of the pasted digit
-    box: tuple[int, int, int, int]  # (x, y, w, h) tight box of alpha > INK_THRESHOLD
-    square: tuple[int, int, int]  # (x, y, side) square the 8x8 digit was scaled into
+    box: Tuple[int, int, int, int]  # (x, y, w, h) tight box of alpha > INK_THRESHOLD
+    square: Tuple[int, int, int]  # (x, y, side) square the 8x8 digit was scaled into
 
 
 def random_style(rng: np.random.Generator) -> Style:
@@ -127,7 +126,7 @@ def _bright_colour(rng: np.random.Generator) -> np.ndarray:
     return 255.0 * np.asarray(rgb, np.float32)
 
 
-def _jitter_colour(rng: np.random.Generator, base: tuple[float, float, float], spread: float) -> np.ndarray:
+def _jitter_colour(rng: np.random.Generator, base: Tuple[float, float, float], spread: float) -> np.ndarray:
     """base RGB plus Gaussian jitter, clipped to 0..255, as (3,) float32."""
     return np.clip(np.asarray(base, np.float32) + rng.normal(0.0, spread, 3), 0.0, 255.0).astype(np.float32)
 
@@ -143,7 +142,7 @@ def _resize_float(values: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC), np.float32)
 
 
-def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+def _tight_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
     """(x, y, w, h) of the True pixels of mask (S, S)."""
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)

@@ -1,14 +1,14 @@
 """CUB-200-2011 layout, as read by mmpretrain's CUB(data_root=<folder>, split='train'|'test')."""
-from __future__ import annotations
-
 from pathlib import Path
+from typing import List, Tuple
+
+from dcal_plugin.layouts import CUB_BOXES, CUB_CLASSES, CUB_IMAGE_DIR, CUB_IMAGES, CUB_LABELS, CUB_SPLIT
 
 from .files import write_lines
 from .options import FgvcOptions
 from .plans import PlannedImage, plan_fgvc, write_plan
 from .records import SampleRecord
 
-FOLDER = 'CUB_200_2011'
 # The first ten CUB-200-2011 species, in classes.txt order; digit d is species d + 1.
 CLASS_NAMES = (
     'Black_footed_Albatross', 'Laysan_Albatross', 'Sooty_Albatross', 'Groove_billed_Ani', 'Crested_Auklet',
@@ -16,21 +16,21 @@ CLASS_NAMES = (
 )
 
 
-def write_cub(folder: Path, seed: int, options: FgvcOptions) -> list[SampleRecord]:
+def write_cub(folder: Path, seed: int, options: FgvcOptions) -> List[SampleRecord]:
     """Write images/<NNN.Class>/*.jpg and CUB's 1-based id files (images, labels, split, classes, boxes)."""
     plan = plan_fgvc(seed, options)
     relative = [_relative_path(index, planned) for index, planned in enumerate(plan)]
-    records = write_plan(plan, seed, options, lambda index, _: folder / 'images' / relative[index])
+    records = write_plan(plan, seed, options, lambda index, _: folder / CUB_IMAGE_DIR / relative[index])
     ids = range(1, len(records) + 1)
-    write_lines(folder / 'images.txt', (f'{i} {path}' for i, path in zip(ids, relative)))
-    write_lines(folder / 'image_class_labels.txt', (f'{i} {r.label + 1}' for i, r in zip(ids, records)))
-    write_lines(folder / 'train_test_split.txt', (f'{i} {int(r.split == "train")}' for i, r in zip(ids, records)))
-    write_lines(folder / 'classes.txt', (f'{c + 1} {_class_folder(c)}' for c in range(len(CLASS_NAMES))))
-    write_lines(folder / 'bounding_boxes.txt', (f'{i} {_cub_box(r.box)}' for i, r in zip(ids, records)))
+    write_lines(folder / CUB_IMAGES, (f'{i} {path}' for i, path in zip(ids, relative)))
+    write_lines(folder / CUB_LABELS, (f'{i} {r.label + 1}' for i, r in zip(ids, records)))
+    write_lines(folder / CUB_SPLIT, (f'{i} {int(r.split == "train")}' for i, r in zip(ids, records)))
+    write_lines(folder / CUB_CLASSES, (f'{c + 1} {_class_folder(c)}' for c in range(len(CLASS_NAMES))))
+    write_lines(folder / CUB_BOXES, (f'{i} {_cub_box(r.box)}' for i, r in zip(ids, records)))
     return records
 
 
-def _cub_box(box: tuple[int, int, int, int]) -> str:
+def _cub_box(box: Tuple[int, int, int, int]) -> str:
     """CUB box text '<x> <y> <width> <height>' (floats; x, y = 0-based top-left pixel)."""
     return ' '.join(f'{float(v):.1f}' for v in box)
 

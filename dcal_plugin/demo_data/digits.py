@@ -1,6 +1,4 @@
 """Source images: scikit-learn's bundled 8x8 handwritten digits (real scans, no download)."""
-from __future__ import annotations
-
 from dataclasses import dataclass
 from functools import lru_cache
 

@@ -1,32 +1,33 @@
 """FGVC-Aircraft 2013b layout, as read by mmpretrain's FGVCAircraft(data_root=<folder>, split=...)."""
-from __future__ import annotations
-
 import dataclasses
 from pathlib import Path
+from typing import List, Tuple
+
+from dcal_plugin.layouts import (AIRCRAFT_BOXES, AIRCRAFT_DATA_DIR, AIRCRAFT_IMAGE_DIR, AIRCRAFT_LISTS,
+                                 AIRCRAFT_SPLIT_LISTS, AIRCRAFT_VARIANT_LIST, AIRCRAFT_VARIANTS)
 
 from .files import write_lines
 from .options import FgvcOptions
 from .plans import PlannedImage, plan_fgvc, write_plan
 from .records import SampleRecord
 
-FOLDER = 'fgvc-aircraft-2013b'
 # The first ten FGVC-Aircraft variants, in variants.txt order; digit d is variant d (mmpretrain maps names to ids).
 VARIANTS = ('707-320', '727-200', '737-200', '737-300', '737-400', '737-500', '737-600', '737-700', '737-800',
             '737-900')
-SPLIT_FILES = {'train': ('train', 'trainval'), 'val': ('val', 'trainval'), 'test': ('test',)}
 
 
-def write_fgvc_aircraft(folder: Path, seed: int, options: FgvcOptions) -> list[SampleRecord]:
+def write_fgvc_aircraft(folder: Path, seed: int, options: FgvcOptions) -> List[SampleRecord]:
     """Write data/images/NNNNNNN.jpg, images_variant_{train,val,trainval,test}.txt, variants.txt, images_box.txt."""
     plan = [_train_or_val(planned) for planned in plan_fgvc(seed, options)]
     names = [f'{index + 1:07d}' for index in range(len(plan))]
-    data = folder / 'data'
-    records = write_plan(plan, seed, options, lambda index, _: data / 'images' / f'{names[index]}.jpg')
-    for split in ('train', 'val', 'trainval', 'test'):
-        write_lines(data / f'images_variant_{split}.txt',
-                    (f'{name} {VARIANTS[r.label]}' for name, r in zip(names, records) if split in SPLIT_FILES[r.split]))
-    write_lines(data / 'variants.txt', VARIANTS)
-    write_lines(data / 'images_box.txt', (f'{name} {_aircraft_box(r.box)}' for name, r in zip(names, records)))
+    data = folder / AIRCRAFT_DATA_DIR
+    records = write_plan(plan, seed, options, lambda index, _: data / AIRCRAFT_IMAGE_DIR / f'{names[index]}.jpg')
+    for variant_list in AIRCRAFT_LISTS:
+        write_lines(data / AIRCRAFT_VARIANT_LIST.format(variant_list),
+                    (f'{name} {VARIANTS[r.label]}' for name, r in zip(names, records)
+                     if variant_list in AIRCRAFT_SPLIT_LISTS[r.split]))
+    write_lines(data / AIRCRAFT_VARIANTS, VARIANTS)
+    write_lines(data / AIRCRAFT_BOXES, (f'{name} {_aircraft_box(r.box)}' for name, r in zip(names, records)))
     return records
 
 
@@ -37,7 +38,7 @@ def _train_or_val(planned: PlannedImage) -> PlannedImage:
     return planned
 
 
-def _aircraft_box(box: tuple[int, int, int, int]) -> str:
+def _aircraft_box(box: Tuple[int, int, int, int]) -> str:
     """FGVC box text '<xmin> <ymin> <xmax> <ymax>', 1-based inclusive pixel coordinates."""
     x, y, w, h = box
     return f'{x + 1} {y + 1} {x + w} {y + h}'

@@ -1,10 +1,7 @@
 """Byte-deterministic writers for the files of the dataset layouts (JPEG, text lists, MATLAB 5 .mat)."""
-from __future__ import annotations
-
 import io
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Iterable
 
 import numpy as np
 import scipy.io
@@ -26,7 +23,7 @@ def write_lines(path: Path, lines: Iterable[str]) -> None:
     path.write_text(''.join(f'{line}\n' for line in lines), encoding='utf-8')
 
 
-def save_mat(path: Path, variables: dict[str, Any]) -> None:
+def save_mat(path: Path, variables: Dict[str, Any]) -> None:
     """Write a MATLAB 5 .mat file via scipy, with the creation timestamp replaced by fixed text."""
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, variables, format='5')

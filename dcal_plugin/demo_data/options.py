@@ -1,9 +1,7 @@
 """Option records for the demo data generators, validated on construction."""
-from __future__ import annotations
-
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Dict, Sequence, Tuple, Type, TypeVar
 
 OptionsT = TypeVar('OptionsT', bound='RenderOptions')
 DIGIT_COLOURS = ('random', 'white')
@@ -11,14 +9,13 @@ DIGIT_COLOURS = ('random', 'white')
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How each image is drawn: canvas side (px), digit side as a (lo, hi) fraction of it, clutter, JPEG quality, and
-    the deciding digit's colour ('white' is far easier than 'random' for a ViT trained from scratch)."""
+    """How each image is drawn: canvas side (px), digit side (lo, hi) in canvas sides, clutter, JPEG quality, colour."""
 
     image_size: int = 64
-    digit_scale: tuple[float, float] = (0.45, 0.7)
+    digit_scale: Tuple[float, float] = (0.45, 0.7)
     clutter: float = 0.3
     jpeg_quality: int = 95
-    digit_colour: str = 'random'  # 'random' bright hue per image, or 'white'
+    digit_colour: str = 'random'  # 'random' bright hue per image, or 'white' (far easier for a ViT from scratch)
 
     def __post_init__(self) -> None:
         """Normalise digit_scale to a float pair and reject out-of-range values."""
@@ -61,47 +58,31 @@ class ReidOptions(RenderOptions):
     num_test_ids: int = 20
     gallery_per_test_id: int = 4
     num_cameras: int = 6
+    val_per_train_id: int = 1  # MSMT17 only: extra images per train identity, listed in list_val.txt
 
     def __post_init__(self) -> None:
-        """Also require non-empty splits and at least two cameras (query and gallery views differ)."""
+        """Also require non-empty splits, >= 2 cameras (query and gallery views differ) and val_per_train_id >= 0."""
         super().__post_init__()
         counts = (self.num_train_ids, self.images_per_train_id, self.num_test_ids, self.gallery_per_test_id)
         if min(counts) < 1:
             raise ValueError('num_train_ids, images_per_train_id, num_test_ids, gallery_per_test_id must be >= 1')
         if self.num_cameras < 2:
             raise ValueError(f'num_cameras must be >= 2, got {self.num_cameras}')
-
-
-@dataclass(frozen=True)
-class VeriOptions(ReidOptions):
-    """VeRi-776 options: as ReidOptions, with camera ids limited to VeRi's 3-digit cCCC field."""
-
-    def __post_init__(self) -> None:
-        """Also reject cameras beyond c999."""
-        super().__post_init__()
-        if self.num_cameras > 999:
-            raise ValueError(f'VeRi camera ids have 3 digits: num_cameras must be <= 999, got {self.num_cameras}')
-
-
-@dataclass(frozen=True)
-class MsmtOptions(ReidOptions):
-    """MSMT17 adds a validation list: extra images per train identity, listed in list_val.txt."""
-
-    val_per_train_id: int = 1
-
-    def __post_init__(self) -> None:
-        """Also reject a negative validation count and cameras beyond MSMT17's 2-digit field."""
-        super().__post_init__()
         if self.val_per_train_id < 0:
             raise ValueError(f'val_per_train_id must be >= 0, got {self.val_per_train_id}')
-        if self.num_cameras > 99:
-            raise ValueError(f'MSMT17 camera ids have 2 digits: num_cameras must be <= 99, got {self.num_cameras}')
 
 
-def parse_options(options_type: type[OptionsT], options: dict[str, Any]) -> OptionsT:
-    """Build options_type from keyword options, naming the accepted ones when an option is unknown."""
-    accepted = [field.name for field in dataclasses.fields(options_type)]
+def parse_options(options_type: Type[OptionsT], options: Dict[str, Any], unused: Sequence[str] = ()) -> OptionsT:
+    """Build options_type from keyword options, naming the accepted ones (its fields but unused) when one is unknown."""
+    accepted = [field.name for field in dataclasses.fields(options_type) if field.name not in unused]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f'unknown option(s) {unknown}; this layout accepts {accepted}')
     return options_type(**options)
+
+
+def check_cameras(options: ReidOptions, max_cameras: int, layout_name: str) -> None:
+    """Reject more cameras than the layout's camera-id field holds (1-based ids up to max_cameras, e.g. 999)."""
+    if options.num_cameras > max_cameras:
+        raise ValueError(f'{layout_name} camera ids have {len(str(max_cameras))} digits: num_cameras must be '
+                         f'<= {max_cameras}, got {options.num_cameras}')

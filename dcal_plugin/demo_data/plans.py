@@ -1,9 +1,7 @@
 """Which sklearn digit, split, label and camera each image gets; rendering and saving a plan."""
-from __future__ import annotations
-
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,11 +22,11 @@ class PlannedImage:
     split: str
     label: int
     source_index: int
-    camera: int | None
+    camera: Optional[int]
     shot: int  # running index of this image within its class (classification) or identity (re-ID)
 
 
-def plan_fgvc(seed: int, options: FgvcOptions) -> list[PlannedImage]:
+def plan_fgvc(seed: int, options: FgvcOptions) -> List[PlannedImage]:
     """Per digit class: train then test images, drawn from disjoint pools of that class's sklearn samples."""
     rng = np.random.default_rng([seed, PLAN_STREAM])
     labels = digit_bank().labels
@@ -41,7 +39,7 @@ def plan_fgvc(seed: int, options: FgvcOptions) -> list[PlannedImage]:
     return plan
 
 
-def plan_reid(seed: int, options: ReidOptions, val_per_train_id: int = 0) -> list[PlannedImage]:
+def plan_reid(seed: int, options: ReidOptions, val_per_train_id: int = 0) -> List[PlannedImage]:
     """Train ids (train, then val shots) and test ids (1 query, then gallery from other cameras); ids 0-based."""
     rng = np.random.default_rng([seed, PLAN_STREAM])
     num_ids = options.num_train_ids + options.num_test_ids
@@ -67,7 +65,7 @@ def write_plan(
     seed: int,
     options: RenderOptions,
     path_for: Callable[[int, PlannedImage], Path],
-) -> list[SampleRecord]:
+) -> List[SampleRecord]:
     """Render plan[i] with its own random stream, save it as JPEG at path_for(i, plan[i]), return the records."""
     bank = digit_bank()
     cameras = {planned.camera for planned in plan if planned.camera is not None}
@@ -85,7 +83,7 @@ def write_plan(
     return records
 
 
-def _split_pool(members: np.ndarray, num_train: int, num_test: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_pool(members: np.ndarray, num_train: int, num_test: int) -> Tuple[np.ndarray, np.ndarray]:
     """Disjoint train/test pools from members; when too few, shared in proportion to the requested counts."""
     if num_train + num_test <= len(members):
         return members[:num_train], members[num_train:num_train + num_test]
@@ -93,7 +91,7 @@ def _split_pool(members: np.ndarray, num_train: int, num_test: int) -> tuple[np.
     return members[:cut], members[cut:]
 
 
-def _class_images(split: str, digit: int, pool: np.ndarray, count: int, shot0: int) -> list[PlannedImage]:
+def _class_images(split: str, digit: int, pool: np.ndarray, count: int, shot0: int) -> List[PlannedImage]:
     """count images of one class and split, cycling through the pool's samples."""
     return [PlannedImage(split, digit, int(pool[k % len(pool)]), None, shot0 + k) for k in range(count)]
 

@@ -1,8 +1,7 @@
 """What the generator wrote: one record per image, and the dataset root they belong to."""
-from __future__ import annotations
-
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -12,10 +11,10 @@ class SampleRecord:
     path: Path
     split: str
     label: int
-    camera: int | None  # 0-based camera (rendering style) index; None for classification layouts
+    camera: Optional[int]  # 0-based camera (rendering style) index; None for classification layouts
     source_index: int  # index into sklearn.datasets.load_digits() of the deciding digit
-    box: tuple[int, int, int, int]  # (x, y, w, h) pixel box of the deciding digit, 0-based top-left
-    square: tuple[int, int, int]  # (x, y, side) square the 8x8 source digit was scaled into
+    box: Tuple[int, int, int, int]  # (x, y, w, h) pixel box of the deciding digit, 0-based top-left
+    square: Tuple[int, int, int]  # (x, y, side) square the 8x8 source digit was scaled into
 
 
 @dataclass(frozen=True)
@@ -24,12 +23,12 @@ class DemoData:
 
     layout: str
     root: Path
-    records: tuple[SampleRecord, ...]
+    records: Tuple[SampleRecord, ...]
 
-    def split(self, name: str) -> tuple[SampleRecord, ...]:
+    def split(self, name: str) -> Tuple[SampleRecord, ...]:
         """Records of one split ('train', 'val', 'test', 'query', 'gallery'), in write order."""
         return tuple(record for record in self.records if record.split == name)
 
-    def split_names(self) -> tuple[str, ...]:
+    def split_names(self) -> Tuple[str, ...]:
         """Split names in order of first appearance."""
         return tuple(dict.fromkeys(record.split for record in self.records))

@@ -1,15 +1,13 @@
 """VeRi-776 for torchreid: ``ROOT/VeRi/image_{train,query,test}`` and ``name_{train,query,test}.txt``."""
-import re
 from pathlib import Path
 from typing import List, Tuple
 
 import torchreid
 
-# VeRi file names: VVVV_cCCC_FFFFFFFF_N.jpg (vehicle id, camera id, frame, index).
-NAME_PATTERN = re.compile(r'^(\d+)_c(\d+)_(\d+)_(\d+)\.jpg$')
-SPLITS = {'train': ('image_train', 'name_train.txt'),
-          'query': ('image_query', 'name_query.txt'),
-          'gallery': ('image_test', 'name_test.txt')}
+from dcal_plugin.layouts import VERI_FILE_PATTERN, VERI_FILE_REGEX, VERI_FOLDER, VERI_IMAGE_DIRS, VERI_NAME_LISTS
+
+# What a missing path's message says the folder should hold.
+EXPECTED_CONTENTS = ', '.join([f'{name}/' for name in VERI_IMAGE_DIRS.values()] + list(VERI_NAME_LISTS.values()))
 
 Item = Tuple[str, int, int]
 
@@ -24,35 +22,35 @@ class VeRi776(torchreid.data.ImageDataset):
     raise one error each, naming the path.
     """
 
-    dataset_dir = 'VeRi'
+    dataset_dir = VERI_FOLDER
 
     def __init__(self, root: str = '', **kwargs) -> None:
         self.root = str(Path(root).expanduser().resolve())
         self.dataset_dir = str(Path(self.root) / VeRi776.dataset_dir)
-        train, query, gallery = (read_split(Path(self.dataset_dir), split) for split in SPLITS)
+        train, query, gallery = (read_split(Path(self.dataset_dir), split) for split in ('train', 'query', 'gallery'))
         super().__init__(relabel(train), query, gallery, **kwargs)
 
 
 def read_split(folder: Path, split: str) -> List[Item]:
     """``(path, vehicle id, 0-based camera id)`` for every name listed for ``split`` ('train', 'query', 'gallery')."""
-    image_dir, list_name = (folder / name for name in SPLITS[split])
+    image_dir, list_name = folder / VERI_IMAGE_DIRS[split], folder / VERI_NAME_LISTS[split]
     for path in (folder, image_dir, list_name):
         if not path.exists():
-            raise FileNotFoundError(f'VeRi-776: {path} not found; expected ROOT/VeRi/ with image_train/, '
-                                    'image_query/, image_test/, name_train.txt, name_query.txt, name_test.txt')
+            raise FileNotFoundError(f'VeRi-776: {path} not found; expected ROOT/{VERI_FOLDER}/ with '
+                                    f'{EXPECTED_CONTENTS}')
     names = [line.strip() for line in list_name.read_text().splitlines() if line.strip()]
     if not names:
         raise ValueError(f'VeRi-776: {list_name} lists no images')
     items = []
     for name in names:
-        match = NAME_PATTERN.match(name)
+        match = VERI_FILE_REGEX.match(name)
         if match is None:
-            raise ValueError(f'VeRi-776: cannot parse {name!r} in {list_name}: expected VVVV_cCCC_FFFFFFFF_N.jpg '
+            raise ValueError(f'VeRi-776: cannot parse {name!r} in {list_name}: expected {VERI_FILE_PATTERN} '
                              '(vehicle id, camera id, frame, index)')
         path = image_dir / name
         if not path.is_file():
             raise FileNotFoundError(f'VeRi-776: {name} is listed in {list_name} but {path} does not exist')
-        items.append((str(path), int(match.group(1)), int(match.group(2)) - 1))
+        items.append((str(path), int(match['vehicle']), int(match['camera']) - 1))
     return items
 
 

@@ -50,3 +50,21 @@ def test_option_defaults_are_the_arguments_after_vit():
     assert DCALViT.option_defaults() == dict(
         local_query_ratio=0.1, glca_block_index=-1, residual_weight=0.5, sa_only_inference=False, use_glca=True,
         use_pwca=True, query_selection='rollout', pwca_partner_gradient=True)
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_every_rollout_map_comes_from_the_models_softmax_attribute(train):
+    """A kernel set on the model (as benchmarks do) computes each map the rollout reads, in both modes."""
+    model = DCALViT(make_tiny_vit()).train(train)
+    default, query_rows = model.softmax_with_head_mean, []
+
+    def counting_softmax(q, *args, **kwargs):
+        query_rows.append(q.shape[2])
+        return default(q, *args, **kwargs)
+
+    model.softmax_with_head_mean = counting_softmax
+    with torch.set_grad_enabled(train):
+        model(torch.randn(2, 3, 64, 64))
+    # one map per rollout block (all of them: GLCA sits beside the last), only the class row of the last;
+    # training reads the maps when the rollout's chain reaches them, from the last block back
+    assert sorted(query_rows) == [1] + [17] * (len(model.vit.blocks) - 1)

@@ -17,11 +17,13 @@ from dcal_plugin.demo_data.canvas import INK_THRESHOLD, random_style, render_sam
 from dcal_plugin.demo_data.digits import digit_bank
 from dcal_plugin.demo_data.options import FgvcOptions, RenderOptions
 from dcal_plugin.demo_data.plans import plan_fgvc
+from dcal_plugin.layouts import (AIRCRAFT_DATA_DIR, AIRCRAFT_VARIANTS, CARS_ANNOTATIONS, CUB_BOXES, CUB_CLASSES,
+                                 CUB_FOLDER, CUB_IMAGE_DIR, CUB_IMAGES, VERI_FILE_NAME, VERI_FILE_REGEX, VERI_FOLDER,
+                                 VERI_IMAGE_DIRS, VERI_NAME_LISTS)
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_FGVC = dict(train_per_class=4, test_per_class=2)
 SMALL_REID = dict(num_train_ids=5, images_per_train_id=3, num_test_ids=4, gallery_per_test_id=3, num_cameras=4)
-VERI_NAME = re.compile(r'^(\d{4})_c(\d{3})_(\d{8})_(\d+)\.jpg$')
 
 
 def _pairs(records, with_camera: bool = False) -> list[tuple]:
@@ -74,11 +76,11 @@ def test_fgvc_class_names_match_reader_metainfo(fgvc_data):
     datasets = pytest.importorskip('mmpretrain.datasets')
     mat4py = pytest.importorskip('mat4py')
     cub_root, cars_root, aircraft_root = (fgvc_data[k].root for k in ('cub', 'stanford_cars', 'fgvc_aircraft'))
-    cub_names = [line.split()[1].split('.', 1)[1] for line in (cub_root / 'classes.txt').read_text().splitlines()]
+    cub_names = [line.split()[1].split('.', 1)[1] for line in (cub_root / CUB_CLASSES).read_text().splitlines()]
     assert cub_names == list(datasets.CUB.METAINFO['classes'][:10])
-    cars_names = mat4py.loadmat(str(cars_root / 'cars_annos.mat'))['class_names']
+    cars_names = mat4py.loadmat(str(cars_root / CARS_ANNOTATIONS))['class_names']
     assert cars_names == list(datasets.StanfordCars.METAINFO['classes'][:10])
-    variants = (aircraft_root / 'data' / 'variants.txt').read_text().splitlines()
+    variants = (aircraft_root / AIRCRAFT_DATA_DIR / AIRCRAFT_VARIANTS).read_text().splitlines()
     assert variants == list(datasets.FGVCAircraft.METAINFO['classes'][:10])
 
 
@@ -86,7 +88,7 @@ def test_stanford_cars_mat_boxes_are_one_based_inclusive(fgvc_data):
     """cars_annos.mat holds each image's digit box as 1-based inclusive (x1, y1, x2, y2), in image order."""
     mat4py = pytest.importorskip('mat4py')
     data = fgvc_data['stanford_cars']
-    annotations = mat4py.loadmat(str(data.root / 'cars_annos.mat'))['annotations']
+    annotations = mat4py.loadmat(str(data.root / CARS_ANNOTATIONS))['annotations']
     assert annotations['relative_im_path'] == [str(r.path.relative_to(data.root)) for r in data.records]
     boxes = zip(annotations['bbox_x1'], annotations['bbox_y1'], annotations['bbox_x2'], annotations['bbox_y2'])
     assert [tuple(b) for b in boxes] == [(x + 1, y + 1, x + w, y + h) for x, y, w, h in (r.box for r in data.records)]
@@ -113,21 +115,20 @@ def test_veri776_layout(tmp_path):
     """VeRi name lists list existing files with VeRi names; queries are in image_test and seen by other cameras."""
     data = build_demo_data(tmp_path, 'veri776', seed=2, **SMALL_REID)
     assert data.root == tmp_path.resolve()
-    veri = data.root / 'VeRi'
+    veri = data.root / VERI_FOLDER
     lists = {}
-    for split, list_name, image_dir in (('train', 'name_train.txt', 'image_train'),
-                                        ('query', 'name_query.txt', 'image_query'),
-                                        ('gallery', 'name_test.txt', 'image_test')):
-        names = (veri / list_name).read_text().splitlines()
-        assert all((veri / image_dir / name).is_file() for name in names)
-        parsed = [VERI_NAME.match(name) for name in names]
+    for split in ('train', 'query', 'gallery'):
+        names = (veri / VERI_NAME_LISTS[split]).read_text().splitlines()
+        assert all((veri / VERI_IMAGE_DIRS[split] / name).is_file() for name in names)
+        parsed = [VERI_FILE_REGEX.match(name) for name in names]
         assert all(parsed), names
-        lists[split] = {(int(m[1]), int(m[2])) for m in parsed}
+        assert all(VERI_FILE_NAME.format(**{k: int(v) for k, v in m.groupdict().items()}) == m[0] for m in parsed)
+        lists[split] = {(int(m['vehicle']), int(m['camera'])) for m in parsed}
         expected = {(r.label, r.camera + 1) for r in data.split(split)}
         assert lists[split] == expected
         assert len(names) == len(set(names)) == len(data.split(split))
-    query_names = set((veri / 'name_query.txt').read_text().splitlines())
-    assert query_names <= set((veri / 'name_test.txt').read_text().splitlines())
+    query_names = set((veri / VERI_NAME_LISTS['query']).read_text().splitlines())
+    assert query_names <= set((veri / VERI_NAME_LISTS['gallery']).read_text().splitlines())
     train_ids = {vid for vid, _ in lists['train']}
     test_ids = {vid for vid, _ in lists['gallery']}
     assert not train_ids & test_ids
@@ -172,11 +173,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, layout, options):
 def test_cub_bounding_boxes_locate_the_digit(tmp_path):
     """bounding_boxes.txt (1-based ids of images.txt) holds each digit's box; the saved image is brightest there."""
     data = build_demo_data(tmp_path, 'cub', seed=4, **SMALL_FGVC)
-    paths = dict(line.split() for line in (data.root / 'images.txt').read_text().splitlines())
+    paths = dict(line.split() for line in (data.root / CUB_IMAGES).read_text().splitlines())
     boxes = {}
-    for line in (data.root / 'bounding_boxes.txt').read_text().splitlines():
+    for line in (data.root / CUB_BOXES).read_text().splitlines():
         image_id, *values = line.split()
-        boxes[data.root / 'images' / paths[image_id]] = tuple(float(v) for v in values)
+        boxes[data.root / CUB_IMAGE_DIR / paths[image_id]] = tuple(float(v) for v in values)
     assert boxes == {r.path: tuple(float(v) for v in r.box) for r in data.records}
     for record in data.records:
         x, y, w, h = record.box
@@ -259,7 +260,7 @@ def test_api_errors(tmp_path):
     with pytest.raises(ValueError, match='clutter'):
         make_demo_data(tmp_path, 'cub', clutter=2.0)
     options = dict(train_per_class=1, test_per_class=1, image_size=32, digit_scale=(0.5, 0.5))
-    assert make_demo_data(tmp_path, 'cub', **options) == tmp_path.resolve() / 'CUB_200_2011'
+    assert make_demo_data(tmp_path, 'cub', **options) == tmp_path.resolve() / CUB_FOLDER
     with pytest.raises(FileExistsError):
         make_demo_data(tmp_path, 'cub', **options)
     make_demo_data(tmp_path, 'cub', overwrite=True, **options)
@@ -281,7 +282,7 @@ def test_cli_writes_and_reports(tmp_path):
     assert f'dataset root {tmp_path.resolve()}' in result.stdout
     assert re.search(r'train\s+6 images\s+3 identities', result.stdout)
     assert re.search(r'gallery\s+6 images\s+2 identities', result.stdout)  # 2 x (2 gallery + 1 query copy)
-    assert len((tmp_path / 'VeRi' / 'name_train.txt').read_text().splitlines()) == 6
+    assert len((tmp_path / VERI_FOLDER / VERI_NAME_LISTS['train']).read_text().splitlines()) == 6
 
 
 def test_cli_rejects_bad_layout_and_option(tmp_path):
@@ -292,7 +293,7 @@ def test_cli_rejects_bad_layout_and_option(tmp_path):
     bad_option = _run_cli(str(tmp_path), '--layout', 'cub', '--num-cameras', '3')
     assert bad_option.returncode != 0
     assert 'num_cameras' in bad_option.stderr
-    assert not (tmp_path / 'CUB_200_2011').exists()
+    assert not (tmp_path / CUB_FOLDER).exists()
 
 
 def test_package_does_not_import_the_toolboxes():

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from dcal_plugin.demo_data import build_demo_data
+from dcal_plugin.layouts import VERI_FOLDER
 
 # 6 train ids x 4 images; 4 test ids, each 1 query + 3 gallery images from other cameras.
 TINY_DATA = dict(image_size=32, digit_scale=(0.5, 0.8), clutter=0.2, num_train_ids=6, images_per_train_id=4,
@@ -25,5 +26,5 @@ def msmt_data(tmp_path_factory):
 @pytest.fixture
 def veri_copy(veri_data, tmp_path):
     """A private copy of the tiny VeRi-776 set that a test may break: the path of its VeRi/ folder."""
-    return shutil.copytree(veri_data.root / 'VeRi', tmp_path / 'VeRi')
+    return shutil.copytree(veri_data.root / VERI_FOLDER, tmp_path / VERI_FOLDER)
 

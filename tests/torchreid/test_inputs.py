@@ -4,6 +4,7 @@ import torch
 
 torchreid = pytest.importorskip('torchreid')
 
+from dcal_plugin.layouts import VERI_IMAGE_DIRS, VERI_NAME_LISTS  # noqa: E402
 from dcal_plugin.torchreid import VeRi776, build_engine  # noqa: E402
 from dcal_plugin.torchreid.engine import DCALEngine  # noqa: E402
 
@@ -27,7 +28,7 @@ def test_veri776_is_registered_with_torchreid(veri_data):
     assert isinstance(dataset, VeRi776) and len(dataset) == 16
 
 
-@pytest.mark.parametrize('missing', ['image_query', 'name_test.txt'])
+@pytest.mark.parametrize('missing', [VERI_IMAGE_DIRS['query'], VERI_NAME_LISTS['gallery']])
 def test_a_missing_folder_or_name_list_is_named(veri_copy, missing):
     target = veri_copy / missing
     if target.is_dir():
@@ -41,24 +42,26 @@ def test_a_missing_folder_or_name_list_is_named(veri_copy, missing):
 
 
 def test_an_unparsable_file_name_is_named(veri_copy):
-    names = (veri_copy / 'name_train.txt').read_text().splitlines()
+    name_list = veri_copy / VERI_NAME_LISTS['train']
+    names = name_list.read_text().splitlines()
     names[3] = 'car_0002_c002.jpg'
-    (veri_copy / 'name_train.txt').write_text('\n'.join(names))
-    with pytest.raises(ValueError, match=r"cannot parse 'car_0002_c002.jpg' in .*name_train.txt"):
+    name_list.write_text('\n'.join(names))
+    with pytest.raises(ValueError, match=rf"cannot parse 'car_0002_c002.jpg' in .*{name_list.name}"):
         VeRi776(root=str(veri_copy.parent))
 
 
 def test_a_listed_image_that_is_absent_is_named(veri_copy):
-    name = (veri_copy / 'name_query.txt').read_text().split()[0]
-    (veri_copy / 'image_query' / name).unlink()
-    with pytest.raises(FileNotFoundError, match=f'{name} is listed in .*name_query.txt'):
+    name = (veri_copy / VERI_NAME_LISTS['query']).read_text().split()[0]
+    (veri_copy / VERI_IMAGE_DIRS['query'] / name).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{name} is listed in .*{VERI_NAME_LISTS['query']}"):
         VeRi776(root=str(veri_copy.parent))
 
 
 def test_a_query_identity_absent_from_the_gallery_stops_the_engine(veri_copy, tmp_path):
-    query_id = (veri_copy / 'name_query.txt').read_text().split()[0][:4]
-    gallery = [name for name in (veri_copy / 'name_test.txt').read_text().split() if not name.startswith(query_id)]
-    (veri_copy / 'name_test.txt').write_text('\n'.join(gallery))
+    query_id = (veri_copy / VERI_NAME_LISTS['query']).read_text().split()[0][:4]
+    gallery_list = veri_copy / VERI_NAME_LISTS['gallery']
+    gallery = [name for name in gallery_list.read_text().split() if not name.startswith(query_id)]
+    gallery_list.write_text('\n'.join(gallery))
     with pytest.raises(ValueError, match=rf'veri776: query identities \[{int(query_id)}\] have no image in the gallery'):
         build_engine(tiny_config(veri_copy.parent, 'veri776', tmp_path))
 

@@ -1,0 +1,48 @@
+"""On-disk layouts of the official data sets: folders, list files and file names, as their readers expect them."""
+import re
+
+# CUB-200-2011: CUB_200_2011/images/<NNN.Class>/*.jpg and the 1-based id files below.
+CUB_FOLDER = 'CUB_200_2011'
+CUB_IMAGE_DIR = 'images'
+CUB_IMAGES = 'images.txt'
+CUB_LABELS = 'image_class_labels.txt'
+CUB_SPLIT = 'train_test_split.txt'
+CUB_CLASSES = 'classes.txt'
+CUB_BOXES = 'bounding_boxes.txt'
+
+# Stanford Cars, all-in-one release: Stanford_Cars/car_ims/NNNNNN.jpg and cars_annos.mat.
+CARS_FOLDER = 'Stanford_Cars'
+CARS_IMAGE_DIR = 'car_ims'
+CARS_ANNOTATIONS = 'cars_annos.mat'
+
+# FGVC-Aircraft 2013b: fgvc-aircraft-2013b/data/images/NNNNNNN.jpg, variants.txt, images_box.txt and the lists
+# images_variant_<list>.txt, each split's images listed in its own list and (train, val) in trainval.
+AIRCRAFT_FOLDER = 'fgvc-aircraft-2013b'
+AIRCRAFT_DATA_DIR = 'data'
+AIRCRAFT_IMAGE_DIR = 'images'
+AIRCRAFT_VARIANTS = 'variants.txt'
+AIRCRAFT_BOXES = 'images_box.txt'
+AIRCRAFT_VARIANT_LIST = 'images_variant_{}.txt'
+AIRCRAFT_LISTS = ('train', 'val', 'trainval', 'test')
+AIRCRAFT_SPLIT_LISTS = {'train': ('train', 'trainval'), 'val': ('val', 'trainval'), 'test': ('test',)}
+
+# VeRi-776: VeRi/image_{train,query,test}/VVVV_cCCC_FFFFFFFF_N.jpg (vehicle id, 1-based camera id, frame, index),
+# listed in name_{train,query,test}.txt; the camera field has 3 digits.
+VERI_FOLDER = 'VeRi'
+VERI_IMAGE_DIRS = {'train': 'image_train', 'query': 'image_query', 'gallery': 'image_test'}
+VERI_NAME_LISTS = {'train': 'name_train.txt', 'query': 'name_query.txt', 'gallery': 'name_test.txt'}
+VERI_FILE_PATTERN = 'VVVV_cCCC_FFFFFFFF_N.jpg'
+VERI_FILE_NAME = '{vehicle:04d}_c{camera:03d}_{frame:08d}_{index}.jpg'
+VERI_FILE_REGEX = re.compile(r'^(?P<vehicle>\d+)_c(?P<camera>\d+)_(?P<frame>\d+)_(?P<index>\d+)\.jpg$')
+VERI_MAX_CAMERAS = 999
+
+# MSMT17 V1: msmt17/MSMT17_V1/{train,test}/PPPP/PPPP_SSS_CC_<date><daytime>_FFFF_0.jpg (pid, shot, 1-based
+# camera id, capture time, frame), listed as '<PPPP/name> <pid>' in list_{train,val,query,gallery}.txt; the camera
+# field has 2 digits.
+MSMT_FOLDER = 'msmt17'
+MSMT_MAIN_DIR = 'MSMT17_V1'
+MSMT_IMAGE_DIRS = {'train': 'train', 'val': 'train', 'query': 'test', 'gallery': 'test'}
+MSMT_LISTS = {'train': 'list_train.txt', 'val': 'list_val.txt', 'query': 'list_query.txt',
+              'gallery': 'list_gallery.txt'}
+MSMT_FILE_NAME = '{pid:04d}/{pid:04d}_{shot:03d}_{camera:02d}_{daytime}_{frame:04d}_0.jpg'
+MSMT_MAX_CAMERAS = 99
