@@ -35,5 +35,6 @@ default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=5))
 custom_hooks = [
     dict(type='DatasetCheckHook'),
     dict(type='EpochSeedHook'),
+    dict(type='NonFiniteLossHook'),
     dict(type='AttentionRolloutHook', interval=max_epochs, num_images=4),
 ]

@@ -9,7 +9,8 @@ from dcal_plugin.core import DCALViT, UncertaintyWeightedLoss
 
 # A value other than the default for each option; the keys must be exactly the core's options.
 NON_DEFAULT = dict(local_query_ratio=0.5, glca_block_index=0, residual_weight=0.25, sa_only_inference=True,
-                   use_glca=False, use_pwca=False, query_selection='random', pwca_partner_gradient=False)
+                   use_glca=False, use_pwca=False, query_selection='random', pwca_partner_gradient=False,
+                   grad_checkpointing=True)
 LOSS_NON_DEFAULT = dict(log_var_bounds=(-1.0, 0.5))
 
 

@@ -16,7 +16,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='folder for logs and checkpoints (default: work_dirs/CONFIG_NAME)')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CKPT',
                         help='resume from CKPT, or without a value from the latest checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision with mmengine\'s AmpOptimWrapper: float16 with a dynamic loss scale '
+                             '(bfloat16: add --cfg-options optim_wrapper.dtype=bfloat16); needs a GPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by (total batch) / auto_scale_lr.base_batch_size (DCAL configs: on)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
@@ -40,6 +42,7 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.amp:
+        check_amp_device()
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume is not None:
@@ -51,6 +54,14 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
+
+
+def check_amp_device() -> None:
+    """Refuse ``--amp`` where mmengine's ``AmpOptimWrapper`` cannot run (it needs a CUDA, NPU, MLU or MUSA device)."""
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        raise SystemExit('--amp: mmengine\'s AmpOptimWrapper trains on a GPU (CUDA, NPU, MLU or MUSA) only, and this '
+                         'machine has none; train in float32 without --amp, or on a GPU machine')
 
 
 def use_gloo_without_cuda(cfg: Config) -> None:

@@ -20,6 +20,7 @@ from .attention_map_kernel import softmax_with_head_mean
 SoftmaxWithHeadMean = Callable[..., Tuple[Optional[Tensor], Tensor]]
 # a block's head-averaged map ``[B, Nq, N]``, or a function that computes it when the rollout reads it
 AttentionMap = Union[Tensor, Callable[[], Tensor]]
+HALF_PRECISION = (torch.float16, torch.bfloat16)  # mixed-precision dtypes: their maps are computed in float32
 
 
 class MapRows(enum.Enum):
@@ -49,9 +50,11 @@ def attend_with_map(
     class token's row is wanted, the output comes from fused attention and the map is a function
     that computes it from the detached queries and keys (which the backward pass keeps anyway)
     when the rollout reads it: training holds no ``[B, N, N]`` map per block, and the class row
-    ``[B, 1, N]`` costs one row of scores.
+    ``[B, 1, N]`` costs one row of scores. Under mixed precision (float16 or bfloat16 queries)
+    the output is fused attention's too, as in timm, and the map is computed in float32 with
+    autocast off, so that the rollout's top-R does not rest on half-precision probabilities.
     """
-    if rows is MapRows.ALL and not records_gradient(q, k, v):
+    if rows is MapRows.ALL and not records_gradient(q, k, v) and q.dtype not in HALF_PRECISION:
         return softmax(q, k, v, dropout_p)
     map_queries = q[:, :, :1] if rows is MapRows.CLASS_TOKEN else q
     read_map = functools.partial(_head_mean_only, softmax, map_queries.detach(), k.detach())
@@ -100,8 +103,14 @@ def attention_dropout(attn: nn.Module) -> float:
 
 
 def _head_mean_only(softmax: SoftmaxWithHeadMean, q: Tensor, k: Tensor) -> Tensor:
-    """The head-averaged map ``[B, Nq, Nk]`` of ``softmax`` without ``P·v``."""
-    return softmax(q, k)[1]
+    """The head-averaged map ``[B, Nq, Nk]`` of ``softmax`` without ``P·v``; half precision computed in float32, autocast off."""
+    with torch.autocast(q.device.type, enabled=False):
+        return softmax(_at_least_float32(q), _at_least_float32(k))[1]
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is float16 or bfloat16, else unchanged."""
+    return x.float() if x.dtype in HALF_PRECISION else x
 
 
 def _split_heads(x: Tensor, num_heads: int) -> Tensor:

@@ -4,8 +4,9 @@ The model calls one function, :func:`softmax_with_head_mean` (its pieces are pub
 ``benchmarks/attention_variants.py``). On CPU it makes and uses the probabilities a
 piece at a time, so each piece is still in cache when its head mean and ``P·v`` read it: head by
 head through oneDNN's GEMM for large float32 score matrices, else in tiles through ``torch.bmm``.
-Elsewhere all of ``P`` is one tile. The two thresholds are arguments; their defaults come from
-sweeps on the project's 2-core machine (benchmarks/results/attention_map_kernel_sweeps.md).
+Elsewhere all of ``P`` is one tile; traced by ``torch.compile``, all of ``P`` in plain operations
+that the compiler fuses. The two thresholds are arguments; their defaults come from sweeps on the
+project's 2-core machine (benchmarks/results/attention_map_kernel_sweeps.md).
 """
 import functools
 import math
@@ -36,6 +37,8 @@ def softmax_with_head_mean(
     has it (a oneDNN call costs more than a BLAS call, and its faster GEMM pays for that only on
     large products).
     """
+    if torch.compiler.is_compiling():  # traced by torch.compile: plain operations, which the compiler fuses itself
+        return _whole(q, k, v, dropout_p)
     linear = onednn_linear()
     rows = min(q.shape[2], _rows_per_tile(k.shape[2], 1, q.element_size(), tile_bytes))
     if (linear is not None and q.device.type == 'cpu' and q.dtype == torch.float32
@@ -133,6 +136,13 @@ def _by_tile(
             torch.bmm(probabilities.view(products, -1, num_keys), v[images].view(products, num_keys, -1),
                       out=out[images, :, rows].view(products, probabilities.shape[2], -1))
     return out, weights
+
+
+def _whole(q: Tensor, k: Tensor, v: Optional[Tensor], dropout_p: float) -> Tuple[Optional[Tensor], Tensor]:
+    """All of ``P`` at once in plain operations: ``(P·v | None, mean_h P)``, dropout on ``P·v`` only."""
+    probabilities = torch.softmax(torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)), dim=-1)
+    out = None if v is None else torch.matmul(F.dropout(probabilities, p=dropout_p), v)
+    return out, probabilities.mean(dim=1)
 
 
 def scaled_contiguous_queries(q: Tensor) -> Tensor:

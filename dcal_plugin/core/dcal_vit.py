@@ -1,10 +1,11 @@
 """DCAL on a timm Vision Transformer: SA, GLCA and PWCA branches (Zhu et al., CVPR 2022, arXiv 2205.02151)."""
 import copy
 import inspect
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
+import torch.utils.checkpoint
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -19,6 +20,7 @@ from .rollout import class_token_rollout, num_local_queries, random_local_querie
 QUERY_SELECTIONS = ('rollout', 'random')
 # torch.profiler label of the forward's class-token rollout and top-R selection (benchmarks time it by this name)
 ROLLOUT_LABEL = 'dcal_rollout_and_selection'
+DERANGEMENT_DRAWS = 64  # permutations drawn at once for a PWCA partner assignment
 SUPPORTED_MODELS = (
     'deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224',
     'vit_base_patch16_224', 'vit_base_r50_s16_224', 'vit_base_r50_s16_384',
@@ -66,6 +68,10 @@ class DCALViT(nn.Module):
             stream through its keys and values [ours: the paper names no stop-gradient, so by
             default the gradient flows as the plain computation has it]. False detaches them.
             Defaults to True.
+        grad_checkpointing (bool): activation checkpointing of every block of every stream (SA,
+            PWCA, GLCA) while autograd records: each block's activations are recomputed in the
+            backward pass instead of kept. The same switch as timm's
+            ``vit.set_grad_checkpointing()``, which it sets. Defaults to False.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class DCALViT(nn.Module):
             use_pwca: bool = True,
             query_selection: str = 'rollout',
             pwca_partner_gradient: bool = True,
+            grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         _check_backbone(vit)
@@ -98,6 +105,7 @@ class DCALViT(nn.Module):
         self.query_selection = query_selection
         self.pwca_partner_gradient = pwca_partner_gradient
         self.softmax_with_head_mean = softmax_with_head_mean
+        self.set_grad_checkpointing(grad_checkpointing)
         if use_glca:
             self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
             self.glca_norm = copy.deepcopy(vit.norm)
@@ -139,6 +147,15 @@ class DCALViT(nn.Module):
         parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
         return {parameter.name: parameter.default for parameter in parameters}
 
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether blocks recompute their activations in the backward pass (timm's flag on ``vit``)."""
+        return self.vit.grad_checkpointing
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Switch activation checkpointing of every stream on or off, as timm's ``set_grad_checkpointing``."""
+        self.vit.set_grad_checkpointing(enable)
+
     def load_timm_checkpoint(self, checkpoint_path: str) -> None:
         """Load a timm checkpoint file into the SA branch (see ``load_timm_checkpoint``), then re-copy GLCA from it."""
         load_timm_checkpoint(self.vit, checkpoint_path, self.vit.pretrained_cfg['architecture'])
@@ -159,13 +176,15 @@ class DCALViT(nn.Module):
         plan = self.plan(x.shape[0], distractor_index, x.device)
         glca_feature = glca_logits = local_query_index = None
         if plan.is_plain_vit:
-            stream = self.vit.blocks(tokens)
+            stream = tokens
+            for block in self.vit.blocks:
+                stream = self._checkpointed(block, stream)
         else:
             stream, maps = plan.stack(tokens), []
             for index, block in enumerate(self.vit.blocks):
                 glca_input = plan.split(stream)[0] if index == plan.glca_block else None  # the tokens entering it
-                stream, attention_map = self_and_pair_attention_block(
-                    block, stream, partner=plan.partner, map_rows=plan.map_rows(index),
+                stream, attention_map = self._checkpointed(
+                    self_and_pair_attention_block, block, stream, partner=plan.partner, map_rows=plan.map_rows(index),
                     partner_gradient=self.pwca_partner_gradient, softmax=self.softmax_with_head_mean)
                 if attention_map is not None:
                     maps.append(attention_map)
@@ -227,9 +246,16 @@ class DCALViT(nn.Module):
             with torch.profiler.record_function(ROLLOUT_LABEL):
                 scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True)
                 local_index = select_local_queries(scores, self.local_query_ratio)
-        out = global_local_cross_attention_block(self.glca_block, tokens, local_index + 1)  # token 0: class token
+        out = self._checkpointed(global_local_cross_attention_block, self.glca_block, tokens,
+                                 local_index + 1)  # token 0: class token
         feature = self.glca_norm(out.mean(dim=1))
         return feature, self._classify(self.glca_head, feature), local_index
+
+    def _checkpointed(self, block_function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``block_function(*args, **kwargs)``, under activation checkpointing when it is on and autograd records."""
+        if self.vit.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block_function, *args, use_reentrant=False, **kwargs)
+        return block_function(*args, **kwargs)
 
     def _sa_head(self, tokens: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """Block output ``[B, N, C]`` -> normed class token ``[B, C]`` and SA logits ``[B, K]`` (timm's own head)."""
@@ -247,7 +273,7 @@ class DCALViT(nn.Module):
             raise ValueError('PWCA pairs each image with another image of its mini-batch: train mode needs a '
                              f'batch of at least 2 images, got {batch} (use model.eval() for inference)')
         if distractor_index is None:
-            return random_derangement(batch).to(device)
+            return random_derangement(batch, device)
         if distractor_index.shape != (batch,) or distractor_index.dtype != torch.long:
             raise ValueError(f'distractor_index must be a LongTensor [{batch}], got '
                              f'{distractor_index.dtype} {tuple(distractor_index.shape)}')
@@ -258,19 +284,22 @@ class DCALViT(nn.Module):
         return distractor_index.to(device)
 
 
-def random_derangement(size: int) -> Tensor:
+def random_derangement(size: int, device: Optional[torch.device] = None) -> Tensor:
     """A permutation ``[size]`` of ``0..size-1`` without fixed points, uniform among all such (rejection sampling).
 
-    A uniform random permutation has no fixed point with probability about 1/e, so on average
-    e draws of ``torch.randperm`` (on the CPU, from torch's global generator) are taken.
+    ``DERANGEMENT_DRAWS`` uniform permutations are drawn at once (float64 keys sorted, from torch's
+    generator of ``device``) and the first without a fixed point is taken, with no data-dependent
+    Python branch (so that ``torch.compile`` traces it whole). A permutation has none with
+    probability at least 1/3, so all draws fail with probability below 1e-11; then the cyclic shift
+    ``i -> i - 1`` is returned.
     """
     if size < 2:
         raise ValueError(f'a permutation without fixed points needs at least 2 elements, got {size}')
-    identity = torch.arange(size)
-    while True:
-        order = torch.randperm(size)
-        if not bool((order == identity).any()):
-            return order
+    identity = torch.arange(size, device=device)
+    orders = torch.rand(DERANGEMENT_DRAWS, size, dtype=torch.float64, device=device).argsort(dim=-1)
+    valid = (orders != identity).all(dim=-1)
+    first = orders.index_select(0, valid.int().argmax().reshape(1))[0]  # argmax: the first valid draw
+    return torch.where(valid.any(), first, identity.roll(1))
 
 
 def _check_backbone(vit: nn.Module) -> None:

@@ -1,5 +1,6 @@
 """Uncertainty-weighted multi-task loss (Kendall, Gal & Cipolla, CVPR 2018), as DCAL uses it (METHOD §5)."""
-from typing import Optional, Sequence, Tuple
+import math
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -73,3 +74,18 @@ class UncertaintyWeightedLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f'num_tasks={self.num_tasks}, log_var_bounds={self.log_var_bounds}'
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training step produced a branch loss or an uncertainty weight that is NaN or infinite."""
+
+
+def check_finite(values: Mapping[str, Optional[Union[Tensor, float]]], step: str) -> None:
+    """Raise :class:`NonFiniteLossError` naming ``step`` and the first of ``values`` (scalars, None skipped) not finite."""
+    for name, value in values.items():
+        if isinstance(value, Tensor):
+            value = value.detach()
+        if value is not None and not math.isfinite(float(value)):
+            raise NonFiniteLossError(
+                f'training stopped at {step}: {name} is {float(value)}. The run diverged (try a lower learning rate '
+                'or check the inputs); no checkpoint was written after it, so the latest one holds finite weights')

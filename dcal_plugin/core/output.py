@@ -1,6 +1,5 @@
 """The named outputs of a DCAL forward pass, and the predictions the paper makes from them (METHOD §6)."""
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -8,8 +7,7 @@ from torch import Tensor
 BRANCHES = ('sa', 'glca', 'pwca')  # DCAL's three branches, in the order of DCALOutput's fields and of the losses
 
 
-@dataclass
-class DCALOutput:
+class DCALOutput(NamedTuple):
     """Branch outputs: features ``[B, C]``, logits ``[B, K]``.
 
     SA's and PWCA's feature is their final normed class token; GLCA's is its norm of the mean of
@@ -20,6 +18,9 @@ class DCALOutput:
     ``local_query_index`` are None in SA-only inference and without GLCA (``use_glca=False``).
     ``local_query_index`` ``[B, R]`` holds the patch positions (0-based, row-major on the patch
     grid) of GLCA's local queries.
+
+    A ``NamedTuple``, so that ``nn.DataParallel`` (torchreid's ``scripts/main.py`` wraps every
+    model in it on GPUs) gathers the replicas' outputs field by field; None fields stay None.
     """
 
     sa_feature: Tensor

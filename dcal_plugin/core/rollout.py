@@ -26,7 +26,7 @@ def class_token_rollout(
         attentions: Sequence[AttentionMap], residual_weight: float = 0.5, rows_sum_to_one: bool = False) -> Tensor:
     """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
 
-    Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32: O(L·N²) per image, never an
+    Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32, autocast off: O(L·N²) per image, never an
     ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
     ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
     read once, the last block's first, and not kept: a map may be given as a function that computes
@@ -39,10 +39,11 @@ def class_token_rollout(
         raise ValueError('attention rollout needs at least one attention map')
     last = _head_mean(_checked_map(_read(attentions[-1]), None, class_row_allowed=True))
     shape = last.shape[:1] + last.shape[-1:] * 2
-    row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
-    for index in reversed(range(len(attentions) - 1)):
-        attention = _head_mean(_checked_map(_read(attentions[index]), shape))
-        row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
+    with torch.autocast(last.device.type, enabled=False):  # float32 under mixed precision too
+        row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
+        for index in reversed(range(len(attentions) - 1)):
+            attention = _head_mean(_checked_map(_read(attentions[index]), shape))
+            row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, 1:]
 
 

@@ -6,11 +6,14 @@ from .backbone import DCALVisionTransformer
 from .dataset_check_hook import DatasetCheckHook, check_image_files
 from .head import DCALClsHead
 from .metrics import DCALBranchAccuracy
+from .non_finite_loss_hook import NonFiniteLossHook
+from .optim_constructor import DCALOptimWrapperConstructor
 from .rollout_hook import AttentionRolloutHook, draw_rollouts
 from .runner import OWN_CHECKPOINT, DCALRunner, build_trained_model
 from .seed_hook import EpochSeedHook
 
 __all__ = [
-    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook',
-    'EpochSeedHook', 'OWN_CHECKPOINT', 'build_trained_model', 'check_image_files', 'draw_rollouts',
+    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALOptimWrapperConstructor', 'DCALRunner',
+    'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook', 'OWN_CHECKPOINT',
+    'build_trained_model', 'check_image_files', 'draw_rollouts',
 ]

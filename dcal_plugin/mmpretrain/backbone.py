@@ -24,6 +24,9 @@ class DCALVisionTransformer(BaseModule):
             ``init_cfg=dict(type='Pretrained', checkpoint=...)`` without ``prefix``.
         img_size (int | tuple[int, int], optional): input size; timm's default when None.
         drop_path_rate (float): stochastic depth rate. Defaults to 0.
+        with_cp (bool): activation checkpointing of every block (mmpretrain's name for the core's
+            ``grad_checkpointing``): less memory, one more forward per block in training.
+            Defaults to False.
         init_cfg (dict, optional): a ``Pretrained`` init_cfg without ``prefix`` names a timm
             checkpoint file; with ``prefix`` (e.g. ``'backbone.'`` of an mmpretrain DCAL
             checkpoint) it is handled by mmengine as usual.
@@ -39,6 +42,7 @@ class DCALVisionTransformer(BaseModule):
             checkpoint_path: Optional[str] = None,
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
             drop_path_rate: float = 0.0,
+            with_cp: bool = False,
             init_cfg: Optional[dict] = None,
             **kwargs,
     ) -> None:
@@ -48,7 +52,8 @@ class DCALVisionTransformer(BaseModule):
             init_cfg = dict(type='Pretrained', checkpoint=checkpoint_path)
         super().__init__(init_cfg=init_cfg)
         self.dcal = DCALViT.from_timm(
-            model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate, **kwargs)
+            model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate,
+            grad_checkpointing=with_cp or kwargs.pop('grad_checkpointing', False), **kwargs)
 
     @property
     def embed_dim(self) -> int:

@@ -62,6 +62,8 @@ def get_default_config() -> CfgNode:
     cfg.train.warmup_factor = 0.01  # warm-up starts at warmup_factor * lr
     cfg.train.print_freq = 20
     cfg.train.seed = 1
+    cfg.train.amp = ''  # mixed precision of the train step: 'bfloat16', 'float16' (dynamic loss scale) or '' (float32)
+    cfg.train.compile = False  # True: torch.compile the model's forward (nn.Module.compile; state_dict keys unchanged)
 
     cfg.sgd = CfgNode()
     cfg.sgd.momentum = 0.9
@@ -163,6 +165,7 @@ def engine_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'weight_x': cfg.loss.triplet.weight_x,
         'use_gpu': cfg.use_gpu,
         'label_smooth': cfg.loss.softmax.label_smooth,
+        'amp_dtype': cfg.train.amp or None,
     }
 
 

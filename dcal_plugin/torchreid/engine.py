@@ -1,13 +1,15 @@
 """DCALEngine: torchreid's triplet engine with DCAL's three branches and uncertainty-weighted loss (METHOD §5)."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torchreid
 from torch import Tensor
 
-from dcal_plugin.core import BRANCHES
+from dcal_plugin.core import BRANCHES, check_finite
 
 from .model import DCALReID
+
+AMP_DTYPES = (None, 'bfloat16', 'float16')  # mixed precision of the train step (float16 with a dynamic loss scale)
 
 
 class DCALEngine(torchreid.engine.ImageTripletEngine):
@@ -22,12 +24,16 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
     Construction fails with a clear message when the scheduler is None (torchreid's checkpoints
     need one), when the model's classes differ from the training identities, or when a query
     identity of a test set has no gallery image (torchreid's ``evaluate_rank`` would skip it
-    silently). Arguments are those of ``ImageTripletEngine``.
+    silently). Arguments are those of ``ImageTripletEngine``, and ``amp_dtype``: the train
+    forward under ``torch.autocast`` in ``'bfloat16'`` or ``'float16'`` (with a dynamic loss
+    scale, ``torch.amp.GradScaler``), None for float32.
     """
 
     def __init__(self, datamanager, model: DCALReID, optimizer: torch.optim.Optimizer, margin: float = 0.3,
                  weight_t: float = 1.0, weight_x: float = 1.0, scheduler=None, use_gpu: bool = True,
-                 label_smooth: bool = True) -> None:
+                 label_smooth: bool = True, amp_dtype: Optional[str] = None) -> None:
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f'amp_dtype must be one of {AMP_DTYPES}, got {amp_dtype!r}')
         if not isinstance(model, DCALReID):
             raise TypeError(f'DCALEngine trains a DCALReID (see build_dcal_reid), got {type(model).__name__}')
         if scheduler is None:
@@ -39,6 +45,10 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         check_query_identities(datamanager.test_dataset)
         super().__init__(datamanager, model, optimizer, margin=margin, weight_t=weight_t, weight_x=weight_x,
                          scheduler=scheduler, use_gpu=use_gpu, label_smooth=label_smooth)
+        self.batch_idx = 0  # torchreid's train loop sets it per step; a step called on its own is iteration 1
+        self.amp_dtype = None if amp_dtype is None else getattr(torch, amp_dtype)
+        device_type = model.loss_weighting.log_vars.device.type
+        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == 'float16')
 
     def forward_backward(self, data: Dict[str, Tensor]) -> Dict[str, float]:
         """One SGD step on ``{'img': [B, 3, H, W], 'pid': [B]}``; returns the meter values."""
@@ -47,14 +57,18 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         imgs, pids = imgs.to(device), pids.to(device)
         if self.weight_t > 0:
             check_triplet_batch(pids)
-        output = self.model(imgs)
-        branch_losses = [None if getattr(output, f'{name}_feature') is None else
-                         self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'), pids)
-                         for name in BRANCHES]
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            output = self.model(imgs)
+            branch_losses = [None if getattr(output, f'{name}_feature') is None else
+                             self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'),
+                                              pids) for name in BRANCHES]
+        self.check_finite(branch_losses)
         loss = self.model.loss_weighting(branch_losses)
         self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self.grad_scaler.scale(loss).backward()  # float16: loss scaling; otherwise the plain backward and step
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        self.check_finite(branch_losses)
         present = [(name, value, weight) for name, value, weight in
                    zip(BRANCHES, branch_losses, self.model.loss_weighting.weights.tolist()) if value is not None]
         summary = {'loss': loss.item()}
@@ -62,6 +76,19 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         summary.update({f'w_{name}': weight for name, _, weight in present})
         summary['acc'] = torchreid.metrics.accuracy(output.sa_logits, pids)[0].item()
         return summary
+
+    def check_finite(self, branch_losses: List[Optional[Tensor]]) -> None:
+        """Raise ``NonFiniteLossError`` naming epoch, iteration and branch if a branch loss or weight is NaN or inf.
+
+        Called before the backward pass and again after the step (which can make the weights NaN);
+        torchreid writes checkpoints only between epochs, so none of diverged weights is written.
+        """
+        weights = self.model.loss_weighting.weights
+        values = {}
+        for index, (name, value) in enumerate(zip(BRANCHES, branch_losses)):
+            if value is not None:
+                values.update({f"the {name} branch's loss": value, f"the {name} branch's uncertainty weight": weights[index]})
+        check_finite(values, f'epoch {self.epoch + 1}, iteration {self.batch_idx + 1}')
 
     def branch_loss(self, feature: Tensor, logits: Tensor, pids: Tensor) -> Tensor:
         """``weight_x·CE(logits [B, K]) + weight_t·triplet(feature [B, C])`` for one branch (scalar)."""

@@ -24,6 +24,8 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     if cfg.model.load_weights:
         load_weights(model, cfg.model.load_weights)
     model = model.to('cuda' if cfg.use_gpu else 'cpu')
+    if cfg.train.compile:
+        model.compile()
     optimizer = build_optimizer(model, **optimizer_kwargs(cfg))
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(cfg))
     branches = ['SA'] + [name for name, used in (('GLCA', cfg.model.use_glca), ('PWCA', cfg.model.use_pwca)) if used]

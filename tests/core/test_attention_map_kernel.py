@@ -171,3 +171,17 @@ def test_row_tiles_span_images_so_that_products_split_evenly_over_the_threads(mo
     tiles = list(kernel.tiles(torch.empty(4, 3, 7, 8), 9, 4 * 3 * 9 * 4))  # 4 rows of 3 heads per tile
     assert tiles[:2] == [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4))]  # 3 heads, 2 threads: 2 images
     assert len(tiles) == 2 * 4
+
+
+def test_the_tile_size_given_is_the_one_the_tiles_are_cut_by(monkeypatch):
+    seen = []
+
+    def recording_tiles(q, num_keys, tile_bytes=kernel.TILE_BYTES):
+        seen.append(tile_bytes)
+        return kernel_tiles(q, num_keys, tile_bytes)
+
+    kernel_tiles = kernel.tiles
+    monkeypatch.setattr(kernel, 'tiles', recording_tiles)
+    q, k, v = (torch.randn(2, 2, 9, 4) for _ in range(3))
+    kernel.softmax_with_head_mean(q, k, v, tile_bytes=2 * 9 * 4 * 3, onednn_min_scores=1 << 62)
+    assert seen == [2 * 9 * 4 * 3]

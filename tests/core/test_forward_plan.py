@@ -49,7 +49,7 @@ def test_plan_follows_mode_and_options(options, train, want):
 def test_option_defaults_are_the_arguments_after_vit():
     assert DCALViT.option_defaults() == dict(
         local_query_ratio=0.1, glca_block_index=-1, residual_weight=0.5, sa_only_inference=False, use_glca=True,
-        use_pwca=True, query_selection='rollout', pwca_partner_gradient=True)
+        use_pwca=True, query_selection='rollout', pwca_partner_gradient=True, grad_checkpointing=False)
 
 
 @pytest.mark.parametrize('train', [False, True])

@@ -96,3 +96,12 @@ def test_float64_losses_are_weighted_in_float64():
     terms = criterion.terms(losses)
     assert terms.dtype == torch.float64
     torch.testing.assert_close(terms.detach(), want, rtol=1e-14, atol=0.0)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_check_finite_names_the_step_and_the_first_value_that_is_not_finite(bad):
+    from dcal_plugin.core import NonFiniteLossError, check_finite
+
+    check_finite({'sa': torch.tensor(1.0, requires_grad=True), 'glca': None, 'pwca': 2.0}, 'iteration 3')
+    with pytest.raises(NonFiniteLossError, match=rf'training stopped at iteration 3: glca is {bad}'):
+        check_finite({'sa': torch.tensor(1.0), 'glca': torch.tensor(bad), 'pwca': torch.tensor(bad)}, 'iteration 3')

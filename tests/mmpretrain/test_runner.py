@@ -90,3 +90,56 @@ def test_the_model_learns_its_training_images(digits_roots, tmp_path):
     assert len(val) == 12 and val[0]['accuracy/top1'] < val[-1]['accuracy/top1']
     for key in ('accuracy/top1', 'dcal/sa_top1', 'dcal/glca_top1'):
         assert val[-1][key] >= 30.0, (key, val[-1])
+
+
+def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_keeps_the_finite_checkpoint(digits_roots, tmp_path):
+    from mmengine.hooks import Hook
+
+    from dcal_plugin.core import NonFiniteLossError
+
+    runner = RUNNERS.build(small_config(digits_roots['cub'], tmp_path, max_epochs=2))
+    per_epoch = len(runner.train_dataloader)
+
+    class NanGlcaClassifierAtEpoch2Iteration2(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            if runner.iter == per_epoch + 1:
+                runner.model.head.glca_fc.weight.data.fill_(float('nan'))
+
+    runner.register_hook(NanGlcaClassifierAtEpoch2Iteration2())
+    with pytest.raises(NonFiniteLossError, match=rf"epoch 2, iteration {per_epoch + 2}: the glca branch's weighted loss "
+                                                 r"\(loss_glca\) is nan"):
+        runner.train()
+    assert (tmp_path / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
+    assert not (tmp_path / 'epoch_2.pth').exists()
+    state = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+def test_the_classifier_trains_and_predicts_under_cpu_bf16_autocast(digits_roots, tmp_path):
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    cfg = small_config(digits_roots['cub'], tmp_path)
+    model = MODELS.build(cfg.model)
+    images = torch.randn(4, 3, 32, 32)
+    samples = [DataSample().set_gt_label(label) for label in (0, 1, 2, 3)]
+    model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = model(images, samples, mode='loss')
+    assert {'loss_sa', 'loss_glca', 'loss_pwca'} <= set(losses)
+    sum(value for key, value in losses.items() if key.startswith('loss')).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        predictions = model(images, samples, mode='predict')
+    assert all(torch.isfinite(sample.pred_score).all() for sample in predictions)
+
+
+def test_mmengines_compile_option_trains_the_dcal_classifier(digits_roots, tmp_path):
+    cfg = small_config(digits_roots['cub'], tmp_path)
+    cfg.compile = dict(backend='aot_eager')  # compile=True is inductor's default: tests/core/test_compile.py runs that
+    runner = RUNNERS.build(cfg)
+    runner.train()
+    assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')  # mmengine compiled the train step
+    train_rows = [row for row in scalars(tmp_path) if 'loss' in row]
+    assert train_rows and all(row['loss'] == row['loss'] for row in train_rows)  # finite (not NaN)

@@ -112,3 +112,12 @@ def test_box_mask_follows_the_test_pipelines_resize_and_crop():
     assert mask.shape == (16, 16) and (mask == want).mean() > 0.95
     assert localization.patches_inside(want, (4, 4)).reshape(4, 4).tolist() == [
         [False] * 4, [False, True, True, False], [False, True, True, False], [False] * 4]
+
+
+@pytest.mark.skipif(__import__('torch').cuda.is_available(), reason='the refusal is for machines without a GPU')
+def test_train_tool_refuses_amp_at_once_without_a_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, 'tools/train.py', 'configs/dcal_deit-tiny_digits-cub.py', '--amp',
+                           '--work-dir', str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--amp: mmengine's AmpOptimWrapper trains on a GPU" in proc.stderr
+    assert not list(tmp_path.iterdir())  # refused before the runner made its work dir

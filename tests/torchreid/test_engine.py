@@ -163,3 +163,49 @@ def test_without_glca_the_engine_trains_the_remaining_branches_and_scores_sa(ver
     assert list(results) == ['SA']
     query, *_ = eval_features(engine.model, engine.test_loader['veri776']['query'])
     assert query.shape == (4, TINY_MODEL['embed_dim'])
+
+
+def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_keeps_the_finite_checkpoint(veri_data, tmp_path):
+    from dcal_plugin.core import NonFiniteLossError
+
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.max_epoch', 2))
+    train = engine.train
+
+    def train_with_a_nan_glca_classifier_from_epoch_2(**kwargs):
+        if engine.epoch == 1:
+            engine.model.glca_classifier.weight.data.fill_(float('nan'))
+        return train(**kwargs)
+
+    engine.train = train_with_a_nan_glca_classifier_from_epoch_2
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, iteration 1: the glca branch's loss is nan"):
+        engine.run(save_dir=str(tmp_path / 'run'), max_epoch=2, eval_freq=1, print_freq=1, ranks=[1])
+    saved = sorted(path.name for path in (tmp_path / 'run' / 'model').iterdir())
+    assert saved == ['model.pth.tar-1']
+    state = torch.load(tmp_path / 'run' / 'model' / 'model.pth.tar-1', map_location='cpu', weights_only=False)
+    assert all(torch.isfinite(value).all() for value in state['state_dict'].values() if value.is_floating_point())
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_the_engines_amp_switch_trains_a_step_in_mixed_precision(veri_data, tmp_path, dtype):
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.amp', dtype))
+    assert engine.amp_dtype == getattr(torch, dtype) and engine.grad_scaler.is_enabled() == (dtype == 'float16')
+    seen = []
+    engine.model.dcal.vit.blocks[0].attn.qkv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in engine.model.parameters()]
+    engine.model.train()
+    summary = engine.forward_backward({'img': torch.randn(8, 3, 32, 32), 'pid': torch.tensor([0] * 4 + [1] * 4)})
+    assert seen == [getattr(torch, dtype)] and np.isfinite(summary['loss'])
+    stepped = any(not torch.equal(a, b) for a, b in zip(before, engine.model.parameters()))
+    # float16: the loss scale starts at 2^16, and a step whose scaled gradients overflow is skipped and halves it
+    assert stepped or (dtype == 'float16' and engine.grad_scaler.get_scale() < 2.0 ** 16)
+
+
+def test_the_engine_refuses_an_unknown_amp_dtype(veri_data, tmp_path):
+    with pytest.raises(ValueError, match='amp_dtype must be one of'):
+        build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.amp', 'float8'))
+
+
+def test_the_compile_switch_compiles_the_model_in_place(veri_data, tmp_path):
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.compile', True))
+    assert engine.model._compiled_call_impl is not None
+    assert all(not key.startswith('_orig_mod') for key in engine.model.state_dict())

@@ -1,5 +1,6 @@
 # The paper's FGVC recipe (METHOD §7): Adam, weight decay 0.05, lr 5e-4 / 512 x batch size, cosine, 100 epochs.
 optim_wrapper = dict(
+    constructor='DCALOptimWrapperConstructor',  # mmengine's default, compile=True-able (dcal_plugin/mmpretrain)
     optimizer=dict(type='Adam', lr=5e-4, weight_decay=0.05),
     # no decay on norms, biases, position embedding, class token and the loss weights [ours]
     paramwise_cfg=dict(

@@ -1,0 +1,65 @@
+"""The model under CPU bfloat16 autocast: maps and rollout in float32 (the top-R of float32 kept), train and eval."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcal_plugin.core import DCALViT, UncertaintyWeightedLoss
+
+from ..conftest import make_tiny_vit
+
+
+def bf16():
+    return torch.autocast('cpu', dtype=torch.bfloat16)
+
+
+def overlap(a, b):
+    """Mean share of the local queries ``[B, R]`` two selections have in common."""
+    return sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(a, b)) / a.numel()
+
+
+@pytest.mark.parametrize('size', [64, 128])
+def test_bf16_eval_selects_the_float32_local_queries_and_sa_is_timms_bf16_forward(size):
+    torch.manual_seed(0)
+    model = DCALViT(make_tiny_vit(img_size=size), local_query_ratio=0.3).eval()
+    images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(images)
+        with bf16():
+            half = model(images)
+            timm_half = model.vit(images)
+    assert overlap(half.local_query_index, full.local_query_index) >= 0.95
+    torch.testing.assert_close(half.sa_logits, timm_half, rtol=0, atol=0)  # SA is timm's own bf16 forward
+    sa_error = (half.sa_logits.float() - full.sa_logits).abs().max()
+    assert (half.glca_logits.float() - full.glca_logits).abs().max() <= 4 * sa_error  # of the order of timm's own
+
+
+def test_bf16_maps_and_rollout_are_float32():
+    from dcal_plugin.core import attention_map_kernel
+
+    model = DCALViT(make_tiny_vit()).eval()
+    dtypes = []
+
+    def recording_softmax(q, k, *args, **kwargs):
+        dtypes.append((q.dtype, k.dtype, torch.is_autocast_enabled('cpu')))
+        return attention_map_kernel.softmax_with_head_mean(q, k, *args, **kwargs)
+
+    model.softmax_with_head_mean = recording_softmax
+    with torch.no_grad(), bf16():
+        model(torch.randn(2, 3, 64, 64))
+    assert dtypes == [(torch.float32, torch.float32, False)] * len(model.vit.blocks)
+
+
+def test_bf16_train_step_runs_with_finite_gradients_close_to_float32():
+    model = DCALViT(make_tiny_vit()).train()
+    images, labels, partner = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0])
+    losses = {}
+    for name, context in (('float32', torch.autocast('cpu', enabled=False)), ('bfloat16', bf16())):
+        model.zero_grad(set_to_none=True)
+        with context:
+            out = model(images, partner)
+            branch = [F.cross_entropy(logits, labels) for logits in (out.sa_logits, out.glca_logits, out.pwca_logits)]
+        loss = UncertaintyWeightedLoss()(branch)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None), name
+        losses[name] = loss.item()
+    assert losses['bfloat16'] == pytest.approx(losses['float32'], rel=0.02)
