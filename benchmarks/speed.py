@@ -25,6 +25,7 @@ warm-up. One table is printed and written, with the device, torch version and th
     python -m benchmarks.speed                 # the full table under glibc's default malloc
     make bench   # the same with glibc keeping freed memory (MALLOC_*_ settings in the Makefile): no page faults
     python -m benchmarks.speed --smoke --out-dir /tmp/b   # CI: DeiT-Tiny@224, batch 2, 1 repeat
+    python -m benchmarks.speed --device cuda --dtype bfloat16   # the GPU rows (benchmarks/gpu_check.py runs them)
 """
 import argparse
 import json
@@ -99,6 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """Measure every case, print the tables, write ``speed_<device><tag>.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--dtype', choices=('float32', 'bfloat16', 'float16'), default=None,
+                        help='float32, or autocast to bfloat16/float16 (default: bfloat16 on CUDA, float32 elsewhere)')
     parser.add_argument('--batch', type=int, default=8, help='batch at 224 (and at 448 unless --batch-448)')
     parser.add_argument('--batch-448', type=int, default=None, help='batch at 448 (default: --batch)')
     parser.add_argument('--repeats', type=int, default=7, help='timed eval forwards per model')
@@ -117,7 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    autocast_dtype = torch.bfloat16 if device.type == 'cuda' else None
+    dtype = args.dtype or ('bfloat16' if device.type == 'cuda' else 'float32')
+    autocast_dtype = None if dtype == 'float32' else getattr(torch, dtype)
     cases = GPU_CASES if device.type == 'cuda' else CPU_CASES
     if args.models:
         cases = [(name, int(size)) for name, size in (item.split(':') for item in args.models.split(','))]
@@ -146,7 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     result['flop_table'] = report.flop_table(result['rows'])
     print(result['table'] + '\n\n' + result['flop_table'])
     os.makedirs(args.out_dir, exist_ok=True)
-    stem = os.path.join(args.out_dir, f'speed_{device.type}' + ('_smoke' if args.smoke else '') + args.tag)
+    stem = os.path.join(args.out_dir, f'speed_{device.type}' + ('' if dtype == 'float32' else f'_{dtype}')
+                        + ('_smoke' if args.smoke else '') + args.tag)
     with open(stem + '.json', 'w') as file:
         json.dump(result, file, indent=1)
     with open(stem + '.md', 'w') as file:
