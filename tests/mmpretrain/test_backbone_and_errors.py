@@ -93,3 +93,10 @@ def test_unknown_backbone_name(fresh_cub, tmp_path):
     cfg.model.backbone.model_name = 'deit_tiny_patch16'
     with pytest.raises(ValueError, match="unknown timm model 'deit_tiny_patch16'"):
         RUNNERS.build(cfg)
+
+
+@pytest.mark.parametrize('config', [dict(with_cp=True), dict(grad_checkpointing=True)])
+def test_with_cp_switches_on_activation_checkpointing(config):
+    backbone = MODELS.build(dict(TINY, **config))
+    assert backbone.dcal.grad_checkpointing and backbone.dcal.vit.grad_checkpointing
+    assert not MODELS.build(TINY).dcal.grad_checkpointing

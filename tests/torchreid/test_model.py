@@ -113,3 +113,13 @@ def test_rejects_a_backbone_with_its_own_classifier_and_a_foreign_model_in_the_e
         DCALReID(DCALViT.from_timm('deit_tiny_patch16_224', img_size=32, num_classes=3, **TINY_MODEL), 3)
     with pytest.raises(TypeError, match='DCALReID'):
         DCALEngine(None, torch.nn.Linear(2, 2), None)
+
+
+def test_eval_retrieval_feature_under_bf16_autocast_is_close_to_float32():
+    model = tiny_model().eval()
+    with torch.no_grad():
+        full = model(images())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            half = model(images())
+    assert half.shape == full.shape and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), full, rtol=0.05, atol=0.05)
