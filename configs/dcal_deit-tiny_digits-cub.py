@@ -14,8 +14,9 @@ model = dict(
 )
 data_preprocessor = dict(num_classes=10)
 
-train_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+# the model's 48x48 from any image (an identity on the demo data's 48x48 images)
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(48, 48)), dict(type='PackInputs')]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(48, 48)), dict(type='PackInputs')]
 train_dataloader = dict(batch_size=32, num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(batch_size=100, num_workers=0, persistent_workers=False,
@@ -36,5 +37,6 @@ custom_hooks = [
     dict(type='DatasetCheckHook'),
     dict(type='EpochSeedHook'),
     dict(type='NonFiniteLossHook'),
+    dict(type='PlainCheckpointHook'),  # checkpoints any weights_only=True loader reads
     dict(type='AttentionRolloutHook', interval=max_epochs, num_images=4),
 ]

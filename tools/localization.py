@@ -128,7 +128,7 @@ def shown(path: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
-    parser.add_argument('checkpoint', help='a checkpoint written by tools/train.py (fully unpickled: your own runs only)')
+    parser.add_argument('checkpoint', help='a checkpoint written by tools/train.py (or tools/publish_model.py)')
     parser.add_argument('--baseline', help='a second checkpoint to compare, e.g. the SA-only model of tools/ablation.py')
     parser.add_argument('--baseline-name', default='baseline', help='its row label, e.g. "plain ViT (SA only)"')
     parser.add_argument('--baseline-cfg-options', nargs='+', action=DictAction, default={},

@@ -10,14 +10,13 @@ from mmengine.config import Config, DictAction
 from mmengine.dist import get_rank
 from train import build_runner, use_gloo_without_cuda
 
-from dcal_plugin.mmpretrain import OWN_CHECKPOINT
+from dcal_plugin.mmpretrain.runner import old_checkpoint_help
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a DCAL classifier')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file written by tools/train.py (fully unpickled: '
-                        'use only checkpoints your own runs wrote)')
+    parser.add_argument('checkpoint', help='checkpoint file written by tools/train.py (or tools/publish_model.py)')
     parser.add_argument('--work-dir', help='folder for the test log (default: work_dirs/CONFIG_NAME)')
     parser.add_argument('--out', help='dump the per-image predictions to this pickle file')
     parser.add_argument('--sa-only', action='store_true', help='SA-only inference (GLCA skipped)')
@@ -36,7 +35,7 @@ def main() -> None:
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = OWN_CHECKPOINT + args.checkpoint
+    cfg.load_from = args.checkpoint
     if args.sa_only:
         cfg.model.backbone.sa_only_inference = True
     if args.out:
@@ -44,7 +43,8 @@ def main() -> None:
     use_gloo_without_cuda(cfg)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    metrics = build_runner(cfg).test()
+    with old_checkpoint_help(args.checkpoint):
+        metrics = build_runner(cfg).test()
     if metrics and get_rank() == 0:
         print(summary(metrics, cfg.model.head.num_classes))
 

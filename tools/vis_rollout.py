@@ -19,7 +19,7 @@ from dcal_plugin.mmpretrain import build_trained_model, draw_rollouts
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw DCAL attention-rollout heat-maps')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint written by tools/train.py (fully unpickled: your own runs only)')
+    parser.add_argument('checkpoint', help='checkpoint written by tools/train.py (or tools/publish_model.py)')
     parser.add_argument('images', nargs='*', help='image files')
     parser.add_argument('--test-set', type=int, default=0, metavar='N',
                         help='also draw the first N images of the config\'s test set')

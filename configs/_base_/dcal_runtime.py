@@ -9,6 +9,7 @@ custom_hooks = [
     dict(type='DatasetCheckHook'),  # a listed image missing on disk fails before the first iteration
     dict(type='EpochSeedHook'),  # a resumed run repeats the uninterrupted one
     dict(type='NonFiniteLossHook'),  # a diverged run stops at its first NaN/inf loss, before a checkpoint of it
+    dict(type='PlainCheckpointHook'),  # checkpoints any weights_only=True loader reads
     dict(type='AttentionRolloutHook', interval=10, num_images=4),
 ]
 

@@ -21,6 +21,13 @@ QUERY_SELECTIONS = ('rollout', 'random')
 # torch.profiler label of the forward's class-token rollout and top-R selection (benchmarks time it by this name)
 ROLLOUT_LABEL = 'dcal_rollout_and_selection'
 DERANGEMENT_DRAWS = 64  # permutations drawn at once for a PWCA partner assignment
+# timm's pretrained weights the paper fine-tunes (METHOD §7): DeiT on ImageNet-1k, ViT-B/16 and R50-ViT-B on
+# ImageNet-21k (the 384 hybrid has only its 1k fine-tuning in timm)
+PAPER_PRETRAINED_TAGS = {
+    'deit_tiny_patch16_224': 'fb_in1k', 'deit_small_patch16_224': 'fb_in1k', 'deit_base_patch16_224': 'fb_in1k',
+    'vit_base_patch16_224': 'augreg_in21k', 'vit_base_r50_s16_224': 'orig_in21k',
+    'vit_base_r50_s16_384': 'orig_in21k_ft_in1k',
+}
 SUPPORTED_MODELS = (
     'deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224',
     'vit_base_patch16_224', 'vit_base_r50_s16_224', 'vit_base_r50_s16_384',
@@ -119,12 +126,18 @@ class DCALViT(nn.Module):
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
             num_classes: int = 0,
             drop_path_rate: float = 0.0,
+            pretrained: Union[bool, str] = False,
             **kwargs,
     ) -> 'DCALViT':
-        """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``), load a local checkpoint, wrap it.
+        """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``) with its weights, wrap it.
 
-        ``kwargs`` named like an argument of :class:`DCALViT` (``local_query_ratio``,
-        ``query_selection``, ...) go to it; the others to ``timm.create_model`` (e.g. ``depth``).
+        Weights: ``pretrained=True`` loads timm's pretrained weights of the paper's tag
+        (:data:`PAPER_PRETRAINED_TAGS`; timm's default tag for other models), a string names the
+        tag (e.g. ``'augreg2_in21k_ft_in1k'``); timm downloads them through its Hugging Face hub
+        mechanism into the hub cache, and resizes the position embeddings to ``img_size``.
+        ``checkpoint_path`` loads a local file instead. ``kwargs`` named like an argument of
+        :class:`DCALViT` (``local_query_ratio``, ``query_selection``, ...) go to it; the others to
+        ``timm.create_model`` (e.g. ``depth``).
         """
         if not timm.is_model(model_name):
             close = timm.list_models(f'*{model_name.split("_")[0]}*')[:8]
@@ -134,8 +147,10 @@ class DCALViT(nn.Module):
         dcal_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in options}
         if img_size is not None:
             kwargs['img_size'] = img_size
-        vit = timm.create_model(
-            model_name, pretrained=False, num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
+        if pretrained and checkpoint_path is not None:
+            raise ValueError('give either pretrained (timm\'s hub weights) or checkpoint_path (a local file), not both')
+        vit = _create_timm_model(model_name, pretrained, num_classes=num_classes, drop_path_rate=drop_path_rate,
+                                 **kwargs)
         model = cls(vit, **dcal_kwargs)
         if checkpoint_path is not None:
             model.load_timm_checkpoint(checkpoint_path)
@@ -282,6 +297,22 @@ class DCALViT(nn.Module):
         if bool((distractor_index == torch.arange(batch, device=distractor_index.device)).any()):
             raise ValueError('distractor_index pairs an image with itself; PWCA needs another image')
         return distractor_index.to(device)
+
+
+def _create_timm_model(model_name: str, pretrained: Union[bool, str], **kwargs: Any) -> VisionTransformer:
+    """``timm.create_model``, with the weights of ``pretrained`` (see ``from_timm``); one clear error when they can't be had."""
+    if not pretrained:
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+    tag = PAPER_PRETRAINED_TAGS.get(model_name) if pretrained is True else pretrained
+    name = f'{model_name}.{tag}' if tag else model_name
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError and connection errors
+        raise RuntimeError(
+            f'timm\'s pretrained weights {name!r} are neither in the Hugging Face hub cache nor downloadable here '
+            f'({type(error).__name__}). Either run once with network access (timm downloads them into the hub '
+            'cache, $HF_HOME or ~/.cache/huggingface, and reads them from there afterwards, also with '
+            'HF_HUB_OFFLINE=1), or pass a local weights file as checkpoint_path (.pth or .safetensors)') from error
 
 
 def random_derangement(size: int, device: Optional[torch.device] = None) -> Tensor:

@@ -8,12 +8,13 @@ from .head import DCALClsHead
 from .metrics import DCALBranchAccuracy
 from .non_finite_loss_hook import NonFiniteLossHook
 from .optim_constructor import DCALOptimWrapperConstructor
+from .plain_checkpoint_hook import PlainCheckpointHook
 from .rollout_hook import AttentionRolloutHook, draw_rollouts
-from .runner import OWN_CHECKPOINT, DCALRunner, build_trained_model
+from .runner import DCALRunner, build_trained_model
 from .seed_hook import EpochSeedHook
 
 __all__ = [
     'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALOptimWrapperConstructor', 'DCALRunner',
-    'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook', 'OWN_CHECKPOINT',
+    'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook', 'PlainCheckpointHook',
     'build_trained_model', 'check_image_files', 'draw_rollouts',
 ]

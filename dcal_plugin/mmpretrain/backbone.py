@@ -23,6 +23,9 @@ class DCALVisionTransformer(BaseModule):
             with position embeddings resized by timm's filter. Same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)`` without ``prefix``.
         img_size (int | tuple[int, int], optional): input size; timm's default when None.
+        pretrained (bool | str): timm's pretrained weights through its Hugging Face hub mechanism:
+            True for the paper's tag, a string for another tag (see
+            :meth:`~dcal_plugin.core.DCALViT.from_timm`). Defaults to False.
         drop_path_rate (float): stochastic depth rate. Defaults to 0.
         with_cp (bool): activation checkpointing of every block (mmpretrain's name for the core's
             ``grad_checkpointing``): less memory, one more forward per block in training.
@@ -41,18 +44,19 @@ class DCALVisionTransformer(BaseModule):
             model_name: str,
             checkpoint_path: Optional[str] = None,
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            pretrained: Union[bool, str] = False,
             drop_path_rate: float = 0.0,
             with_cp: bool = False,
             init_cfg: Optional[dict] = None,
             **kwargs,
     ) -> None:
+        if sum((bool(pretrained), checkpoint_path is not None, init_cfg is not None)) > 1:
+            raise ValueError('give one of pretrained, checkpoint_path and init_cfg')
         if checkpoint_path is not None:
-            if init_cfg is not None:
-                raise ValueError('give either checkpoint_path or init_cfg, not both')
             init_cfg = dict(type='Pretrained', checkpoint=checkpoint_path)
         super().__init__(init_cfg=init_cfg)
         self.dcal = DCALViT.from_timm(
-            model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate,
+            model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate, pretrained=pretrained,
             grad_checkpointing=with_cp or kwargs.pop('grad_checkpointing', False), **kwargs)
 
     @property

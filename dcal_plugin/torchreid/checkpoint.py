@@ -1,11 +1,11 @@
-"""Reading torchreid checkpoints (``model.pth.tar-N``) under torch's ``weights_only`` loading.
+"""Reading torchreid checkpoints (``model.pth.tar-N``) under torch's ``weights_only`` loading, old ones included.
 
-torchreid saves ``rank1`` as a numpy scalar, which ``torch.load(weights_only=True)`` (the default
-from torch 2.6) refuses, so torchreid's own ``resume_from_checkpoint`` and
-``load_pretrained_weights`` fail on the checkpoints it writes. This is the one place that widens
-the allowlist: for the duration of one torchreid call, exactly numpy's scalar reconstructor and
-the float dtypes ``rank1`` carries are allowed. Loading stays ``weights_only`` (no code can run
-from a checkpoint); nothing is changed globally; timm weights are read by the core, untouched.
+``DCALEngine`` writes ``rank1`` as a Python float, so its checkpoints are plain data that
+torchreid's own loaders read as they are. Checkpoints written before (and by torchreid's own
+engines) hold ``rank1`` as a NumPy scalar, which ``torch.load(weights_only=True)`` refuses; these
+two functions read both: for the duration of one torchreid call exactly NumPy's scalar
+reconstructor and the float dtypes ``rank1`` carries are allowed. Loading stays ``weights_only``
+(no code can run from a checkpoint) and nothing is changed globally.
 """
 import numpy
 import torch

@@ -18,6 +18,7 @@ def get_default_config() -> CfgNode:
     cfg.model = CfgNode()
     cfg.model.name = 'dcal_deit_tiny'  # one of dcal_plugin.torchreid.MODEL_NAMES
     cfg.model.checkpoint = ''  # local timm weights for the backbone (e.g. ImageNet); '' trains from scratch
+    cfg.model.pretrained = False  # True: timm's weights of the paper's tag, through timm's hub (instead of checkpoint)
     cfg.model.load_weights = ''  # torchreid checkpoint whose matching tensors are loaded (e.g. for test.evaluate)
     cfg.model.resume = ''  # torchreid checkpoint to resume training from (model, optimizer, scheduler, epoch)
     # Every option of the core DCALViT by its name (its docstring says what each does), the Re-ID R.
@@ -105,6 +106,7 @@ def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'model_name': timm_model_name(cfg.model.name),
         'img_size': (cfg.data.height, cfg.data.width),
         'checkpoint_path': cfg.model.checkpoint or None,
+        'pretrained': cfg.model.pretrained,
         'drop_path_rate': cfg.model.drop_path_rate,
         'log_var_bounds': None if bounds is None else tuple(bounds),
         **{name: cfg.model[name] for name in DCALViT.option_defaults()},

@@ -77,6 +77,14 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         summary['acc'] = torchreid.metrics.accuracy(output.sa_logits, pids)[0].item()
         return summary
 
+    def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
+        """torchreid's checkpoint, with ``rank1`` a Python float (torchreid passes a NumPy scalar).
+
+        So the file is plain data: torchreid's own ``load_pretrained_weights``,
+        ``resume_from_checkpoint`` and ``FeatureExtractor`` read it with ``weights_only=True``.
+        """
+        super().save_model(epoch, float(rank1), save_dir, is_best=is_best)
+
     def check_finite(self, branch_losses: List[Optional[Tensor]]) -> None:
         """Raise ``NonFiniteLossError`` naming epoch, iteration and branch if a branch loss or weight is NaN or inf.
 

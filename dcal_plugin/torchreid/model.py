@@ -111,7 +111,8 @@ def build_dcal_reid(
     """DCALReID on timm's ``model_name`` at ``img_size`` (H, W), optionally from a local timm checkpoint.
 
     ``local_query_ratio`` defaults to the paper's Re-ID R = 30%, ``drop_path_rate`` to TransReID's
-    0.1; ``log_var_bounds`` goes to the loss weighting. ``kwargs`` are DCAL's other options, by the
+    0.1; ``log_var_bounds`` goes to the loss weighting; ``pretrained=True`` loads timm's weights of
+    the paper's tag (``DCALViT.from_timm``), ``checkpoint_path`` a local file. ``kwargs`` are DCAL's other options, by the
     names and with the defaults of :class:`~dcal_plugin.core.DCALViT` (``use_glca``, ``use_pwca``,
     ``query_selection``, ...), then ``timm.create_model``'s (e.g. ``depth``).
     """

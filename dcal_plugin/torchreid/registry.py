@@ -57,16 +57,14 @@ def register_datasets() -> None:
 def _build_from_factory(
         model_name: str, num_classes: int, loss: str = 'softmax', pretrained: bool = True, use_gpu: bool = True,
 ) -> DCALReID:
-    """``build_model``'s call: a DCALReID at torchreid's default 256×128, from scratch (nothing is downloaded).
+    """``build_model``'s call: a DCALReID at torchreid's default 256×128, with timm's pretrained weights by default.
 
-    The train output serves :class:`DCALEngine` whatever ``loss`` says (``weight_t=0`` there is the
-    softmax-only setting); ``use_gpu`` is accepted as torchreid passes it, and the caller moves the model.
+    ``pretrained=True`` (torchreid's default) loads timm's weights of the paper's tag through timm's
+    hub mechanism (see ``DCALViT.from_timm``). The train output serves :class:`DCALEngine` whatever
+    ``loss`` says (``weight_t=0`` there is the softmax-only setting); ``use_gpu`` is accepted as
+    torchreid passes it, and the caller moves the model.
     """
     if loss not in ('softmax', 'triplet'):
         raise ValueError(f'DCAL models train with DCALEngine (cross-entropy, plus triplet unless its weight_t=0): '
                          f'loss must be "softmax" or "triplet", got {loss!r}')
-    if pretrained:
-        raise ValueError(
-            'DCAL models download no weights: call build_model(..., pretrained=False) to train from scratch, or '
-            'dcal_plugin.torchreid.build_dcal_reid(name, num_classes, img_size, checkpoint_path=LOCAL_TIMM_FILE)')
-    return build_dcal_reid(model_name, num_classes, img_size=(256, 128))
+    return build_dcal_reid(model_name, num_classes, img_size=(256, 128), pretrained=pretrained)

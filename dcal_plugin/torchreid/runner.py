@@ -17,8 +17,8 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     datamanager = torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
     check_evaluable(datamanager.test_dataset, cfg.test.ranks)
     print(f'Building model: {cfg.model.name} at {cfg.data.height}x{cfg.data.width}')
-    if not cfg.model.checkpoint:
-        print('No model.checkpoint given: the backbone starts from random initialisation')
+    if not cfg.model.checkpoint and not cfg.model.pretrained:
+        print('No model.checkpoint or model.pretrained given: the backbone starts from random initialisation')
     model = build_dcal_reid(num_classes=datamanager.num_train_pids, **model_kwargs(cfg))
     print(f'Model parameters: {sum(p.numel() for p in model.parameters()):,}')
     if cfg.model.load_weights:

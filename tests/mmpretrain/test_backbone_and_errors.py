@@ -41,9 +41,10 @@ def test_timm_checkpoint_is_loaded_by_init_weights(timm_file, how):
     assert all(feature.shape == (2, 192) for feature in backbone(x))  # SA, GLCA, PWCA
 
 
-def test_backbone_rejects_two_checkpoint_sources(timm_file):
-    with pytest.raises(ValueError, match='either checkpoint_path or init_cfg'):
-        MODELS.build(dict(TINY, checkpoint_path=timm_file[1], init_cfg=dict(type='Pretrained', checkpoint='x')))
+@pytest.mark.parametrize('sources', [dict(init_cfg=dict(type='Pretrained', checkpoint='x')), dict(pretrained=True)])
+def test_backbone_rejects_two_checkpoint_sources(timm_file, sources):
+    with pytest.raises(ValueError, match='give one of pretrained, checkpoint_path and init_cfg'):
+        MODELS.build(dict(TINY, checkpoint_path=timm_file[1], **sources))
 
 
 @pytest.fixture

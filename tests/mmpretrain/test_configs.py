@@ -74,3 +74,14 @@ def test_learning_rate_follows_the_papers_batch_rule(digits_roots, tmp_path):
     no_decay = [g for g in optim_wrapper.optimizer.param_groups if any(p is runner.model.head.loss_weighting.log_vars
                                                                        for p in g['params'])]
     assert no_decay[0]['weight_decay'] == 0.0
+
+
+@pytest.mark.parametrize('height, width', [(64, 64), (200, 300), (48, 48)])
+def test_the_demo_config_classifies_an_image_of_any_size(height, width):
+    import numpy as np
+    from mmpretrain import ImageClassificationInferencer
+
+    cfg = Config.fromfile(str(REPO / 'configs' / 'dcal_deit-tiny_digits-cub.py'))
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    [result] = ImageClassificationInferencer(model=cfg)(image)
+    assert 0 <= result['pred_label'] < 10

@@ -57,18 +57,6 @@ def test_resumed_run_ends_like_the_uninterrupted_one(digits_roots, tmp_path):
     assert len(epoch_losses(tmp_path / 'straight', 2)) == 5
 
 
-def test_own_checkpoints_are_unpickled_only_through_the_resume_path(digits_roots, tmp_path):
-    from mmengine.runner import load_checkpoint
-
-    from dcal_plugin.mmpretrain import OWN_CHECKPOINT
-    runner = RUNNERS.build(small_config(digits_roots['cub'], tmp_path))
-    runner.train()
-    checkpoint = str(tmp_path / 'epoch_1.pth')
-    with pytest.raises(Exception, match='Weights only load failed'):
-        load_checkpoint(runner.model, checkpoint)  # any other load keeps weights_only=True
-    assert 'message_hub' in load_checkpoint(runner.model, OWN_CHECKPOINT + checkpoint)
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))

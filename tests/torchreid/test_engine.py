@@ -209,3 +209,16 @@ def test_the_compile_switch_compiles_the_model_in_place(veri_data, tmp_path):
     engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.compile', True))
     assert engine.model._compiled_call_impl is not None
     assert all(not key.startswith('_orig_mod') for key in engine.model.state_dict())
+
+
+def test_checkpoints_are_plain_data_that_torchreids_own_loaders_read(veri_data, tmp_path):
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path))
+    engine.run(save_dir=str(tmp_path / 'run'), max_epoch=1, print_freq=1, ranks=[1])
+    checkpoint = str(tmp_path / 'run' / 'model' / 'model.pth.tar-1')
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    assert type(state['rank1']) is float
+    fresh = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path))
+    assert torchreid.utils.resume_from_checkpoint(checkpoint, fresh.model, fresh.optimizer, fresh.scheduler) == 1
+    torchreid.utils.load_pretrained_weights(fresh.model, checkpoint)
+    for key, value in engine.model.state_dict().items():
+        assert torch.equal(fresh.model.state_dict()[key], value), key

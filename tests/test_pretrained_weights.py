@@ -1,0 +1,72 @@
+"""timm's pretrained weights through timm's own hub mechanism, offline: a local Hugging Face cache holding weights timm wrote.
+
+Each check runs in a fresh process with ``HF_HOME`` at a temporary folder and ``HF_HUB_OFFLINE=1``
+(huggingface_hub reads both at import), through the core, the MMPretrain backbone and torchreid's
+own ``build_model`` with its default ``pretrained=True``.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TAGGED = 'deit_tiny_patch16_224.fb_in1k'  # the paper's tag for DeiT-Tiny
+COMMIT = '0' * 40
+
+
+@pytest.fixture(scope='module')
+def hub_home(tmp_path_factory):
+    """``HF_HOME`` whose hub cache holds DeiT-Tiny fb_in1k as timm's ``save_for_hf`` writes it; the weights too."""
+    home = tmp_path_factory.mktemp('hf_home')
+    torch.manual_seed(0)
+    vit = timm.create_model(TAGGED, pretrained=False)
+    snapshot = home / 'hub' / f'models--timm--{TAGGED}' / 'snapshots' / COMMIT
+    timm.models.save_for_hf(vit, str(snapshot), safe_serialization=True)
+    (snapshot.parent.parent / 'refs').mkdir()
+    (snapshot.parent.parent / 'refs' / 'main').write_text(COMMIT)
+    return home, vit.state_dict()
+
+
+def run_offline(home, script):
+    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE='1')
+    return subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+CHECKS = {
+    'core': "from dcal_plugin.core import DCALViT\n"
+            "vit = DCALViT.from_timm('deit_tiny_patch16_224', pretrained=True, img_size=64).vit\n",
+    'mmpretrain': "from mmpretrain.registry import MODELS\nimport dcal_plugin.mmpretrain\n"
+                  "backbone = MODELS.build(dict(type='DCALVisionTransformer', model_name='deit_tiny_patch16_224', "
+                  "img_size=64, pretrained=True))\nbackbone.init_weights()\nvit = backbone.dcal.vit\n",
+    'torchreid': "import torchreid\nimport dcal_plugin.torchreid\n"
+                 "vit = torchreid.models.build_model('dcal_deit_tiny', num_classes=5).dcal.vit\n",  # torchreid's default
+}
+REPORT = ("import json\nprint(json.dumps(dict(tag=vit.pretrained_cfg['tag'], qkv=vit.blocks[3].attn.qkv.weight.sum().item(),"
+          " pos=list(vit.pos_embed.shape))))\n")
+
+
+@pytest.mark.parametrize('entry', sorted(CHECKS))
+def test_pretrained_true_loads_the_paper_tag_from_the_hub_cache_offline(hub_home, entry):
+    if entry != 'core':
+        pytest.importorskip(entry)
+    home, weights = hub_home
+    proc = run_offline(home, CHECKS[entry] + REPORT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded['tag'] == 'fb_in1k'
+    assert loaded['qkv'] == pytest.approx(weights['blocks.3.attn.qkv.weight'].sum().item(), rel=1e-6)
+    grid = 64 // 16
+    assert loaded['pos'][1] == (grid * grid + 1 if entry != 'torchreid' else 16 * 8 + 1)  # resized to the model's size
+
+
+def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path):
+    proc = run_offline(tmp_path, CHECKS['core'])
+    assert proc.returncode != 0
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith('RuntimeError') and TAGGED in message
+    assert 'network' in message and 'checkpoint_path' in message
