@@ -1,5 +1,6 @@
 """On-disk layouts of the official data sets: folders, list files and file names, as their readers expect them."""
 import re
+from dataclasses import dataclass
 
 # CUB-200-2011: CUB_200_2011/images/<NNN.Class>/*.jpg and the 1-based id files below.
 CUB_FOLDER = 'CUB_200_2011'
@@ -46,3 +47,24 @@ MSMT_LISTS = {'train': 'list_train.txt', 'val': 'list_val.txt', 'query': 'list_q
               'gallery': 'list_gallery.txt'}
 MSMT_FILE_NAME = '{pid:04d}/{pid:04d}_{shot:03d}_{camera:02d}_{daytime}_{frame:04d}_0.jpg'
 MSMT_MAX_CAMERAS = 99
+
+# Market-1501 and DukeMTMC-reID, one structure: <folder>/<main_dir>/{bounding_box_train,query,bounding_box_test}/
+# with the person id first and the 1-based camera as c<digit> in each file name (torchreid's readers parse
+# '([-\d]+)_c(\d)'); queries are not repeated in the gallery.
+BOUNDING_BOX_DIRS = {'train': 'bounding_box_train', 'query': 'query', 'gallery': 'bounding_box_test'}
+
+
+@dataclass(frozen=True)
+class BoundingBoxLayout:
+    """A Market-1501-style release: folder, main folder inside it, file-name format, largest camera id."""
+
+    folder: str
+    main_dir: str
+    file_name: str  # format fields: pid, camera (1-based), frame
+    max_cameras: int
+
+
+# Market-1501: market1501/Market-1501-v15.09.15/…/PPPP_cCsS_FFFFFF_NN.jpg, cameras c1..c6
+MARKET1501 = BoundingBoxLayout('market1501', 'Market-1501-v15.09.15', '{pid:04d}_c{camera}s1_{frame:06d}_01.jpg', 6)
+# DukeMTMC-reID: dukemtmc-reid/DukeMTMC-reID/…/PPPP_cC_fFFFFFFF.jpg, cameras c1..c8
+DUKEMTMC_REID = BoundingBoxLayout('dukemtmc-reid', 'DukeMTMC-reID', '{pid:04d}_c{camera}_f{frame:07d}.jpg', 8)

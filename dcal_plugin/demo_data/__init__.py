@@ -1,13 +1,14 @@
 """Built-in demo data: real sklearn handwritten digits on cluttered canvases, written in official dataset layouts."""
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, Type, Union
 
-from dcal_plugin.layouts import (AIRCRAFT_FOLDER, CARS_FOLDER, CUB_FOLDER, MSMT_FOLDER, MSMT_MAX_CAMERAS, VERI_FOLDER,
-                                 VERI_MAX_CAMERAS)
+from dcal_plugin.layouts import (AIRCRAFT_FOLDER, CARS_FOLDER, CUB_FOLDER, DUKEMTMC_REID, MARKET1501, MSMT_FOLDER,
+                                 MSMT_MAX_CAMERAS, VERI_FOLDER, VERI_MAX_CAMERAS, BoundingBoxLayout)
 
-from . import cub, fgvc_aircraft, msmt17, stanford_cars, veri776
+from . import bounding_box, cub, fgvc_aircraft, msmt17, stanford_cars, veri776
 from .options import FgvcOptions, ReidOptions, RenderOptions, check_cameras, parse_options
 from .records import DemoData, SampleRecord
 
@@ -33,6 +34,15 @@ _LAYOUTS = {
     'veri776': _Layout(VERI_FOLDER, ReidOptions, veri776.write_veri776, True, VERI_MAX_CAMERAS, ('val_per_train_id',)),
     'msmt17': _Layout(MSMT_FOLDER, ReidOptions, msmt17.write_msmt17, True, MSMT_MAX_CAMERAS),
 }
+
+
+def _bounding_box_layout(layout: BoundingBoxLayout) -> _Layout:
+    """The generator entry of a Market-1501-style layout."""
+    write = functools.partial(bounding_box.write_bounding_box_layout, layout=layout)
+    return _Layout(layout.folder, ReidOptions, write, True, layout.max_cameras, ('val_per_train_id',))
+
+
+_LAYOUTS.update(market1501=_bounding_box_layout(MARKET1501), dukemtmcreid=_bounding_box_layout(DUKEMTMC_REID))
 LAYOUTS = tuple(_LAYOUTS)
 
 

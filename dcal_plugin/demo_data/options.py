@@ -84,5 +84,5 @@ def parse_options(options_type: Type[OptionsT], options: Dict[str, Any], unused:
 def check_cameras(options: ReidOptions, max_cameras: int, layout_name: str) -> None:
     """Reject more cameras than the layout's camera-id field holds (1-based ids up to max_cameras, e.g. 999)."""
     if options.num_cameras > max_cameras:
-        raise ValueError(f'{layout_name} camera ids have {len(str(max_cameras))} digits: num_cameras must be '
+        raise ValueError(f'{layout_name} file names hold camera ids up to {max_cameras}: num_cameras must be '
                          f'<= {max_cameras}, got {options.num_cameras}')

@@ -1,4 +1,5 @@
 """Which sklearn digit, split, label and camera each image gets; rendering and saving a plan."""
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -58,6 +59,15 @@ def plan_reid(seed: int, options: ReidOptions, val_per_train_id: int = 0) -> Lis
         plan.append(PlannedImage('query', pid, int(source), query_camera, 0))
         plan += [PlannedImage('gallery', pid, int(source), int(c), k) for k, c in enumerate(shots, start=1)]
     return plan
+
+
+def plan_reid_with_disjoint_ids(seed: int, options: ReidOptions) -> List[PlannedImage]:
+    """:func:`plan_reid` with identities numbered 1..N across train and test (ascending in each, interleaved at random)."""
+    shuffled = np.random.default_rng([seed, ID_STREAM]).permutation(options.num_train_ids + options.num_test_ids) + 1
+    train_ids = sorted(shuffled[:options.num_train_ids].tolist())
+    test_ids = sorted(shuffled[options.num_train_ids:].tolist())
+    return [dataclasses.replace(p, label=(train_ids if p.split == 'train' else test_ids)[p.label])
+            for p in plan_reid(seed, options)]
 
 
 def write_plan(

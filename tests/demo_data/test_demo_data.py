@@ -252,7 +252,7 @@ def test_fgvc_train_and_test_use_disjoint_samples_even_when_reused():
 
 def test_api_errors(tmp_path):
     """Unknown layouts/options and bad values raise ValueError; a non-empty folder needs overwrite=True."""
-    assert set(LAYOUTS) == {'cub', 'stanford_cars', 'fgvc_aircraft', 'veri776', 'msmt17'}
+    assert set(LAYOUTS) == {'cub', 'stanford_cars', 'fgvc_aircraft', 'veri776', 'msmt17', 'market1501', 'dukemtmcreid'}
     with pytest.raises(ValueError, match='unknown layout'):
         make_demo_data(tmp_path, 'imagenet')
     with pytest.raises(ValueError, match='num_cameras'):
@@ -304,3 +304,29 @@ def test_package_does_not_import_the_toolboxes():
                             env={**os.environ, 'PYTHONPATH': str(REPO)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '[]'
+
+
+@pytest.mark.parametrize('layout, reader', [('market1501', 'market1501.Market1501'),
+                                            ('dukemtmcreid', 'dukemtmcreid.DukeMTMCreID')])
+def test_torchreid_reads_market1501_and_dukemtmc_reid(tmp_path, layout, reader):
+    """torchreid's own readers find every image with the pid and 0-based camid written; train and test ids disjoint."""
+    pytest.importorskip('torchreid')
+    import importlib
+
+    module, name = reader.split('.')
+    dataset_class = getattr(importlib.import_module(f'torchreid.reid.data.datasets.image.{module}'), name)
+    data = build_demo_data(tmp_path, layout, seed=1, **SMALL_REID)
+    assert data.root == tmp_path.resolve()
+    dataset = dataset_class(root=str(data.root), verbose=False)
+    assert sorted(item[:3] for item in dataset.query) == _pairs(data.split('query'), with_camera=True)
+    assert sorted(item[:3] for item in dataset.gallery) == _pairs(data.split('gallery'), with_camera=True)
+    assert sorted(item[0] for item in dataset.train) == sorted(str(r.path) for r in data.split('train'))
+    assert dataset.num_train_pids == SMALL_REID['num_train_ids']
+    train_ids = {r.label for r in data.split('train')}
+    assert train_ids.isdisjoint({r.label for r in data.split('query')}) and min(train_ids) >= 1
+    _assert_reid_identities(data)
+
+
+def test_market1501_refuses_more_cameras_than_its_file_names_hold(tmp_path):
+    with pytest.raises(ValueError, match='market1501 file names hold camera ids up to 6: num_cameras must be <= 6'):
+        build_demo_data(tmp_path, 'market1501', num_cameras=7)

@@ -12,7 +12,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'reid'
 CONFIGS = sorted(CONFIG_DIR.glob('*.yaml'))
 PAPER = {'deit-tiny': 'dcal_deit_tiny', 'deit-small': 'dcal_deit_small', 'deit-base': 'dcal_deit_base',
          'vit': 'dcal_vit_base', 'r50-vit': 'dcal_r50_vit_base'}
-SIZES = {'veri776': (256, 256), 'msmt17': (256, 128)}
+SIZES = {'veri776': (256, 256), 'msmt17': (256, 128), 'market1501': (256, 128), 'dukemtmcreid': (256, 128)}
 
 
 def load(path):

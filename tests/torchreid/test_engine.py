@@ -222,3 +222,18 @@ def test_checkpoints_are_plain_data_that_torchreids_own_loaders_read(veri_data, 
     torchreid.utils.load_pretrained_weights(fresh.model, checkpoint)
     for key, value in engine.model.state_dict().items():
         assert torch.equal(fresh.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize('dataset', ['market1501', 'dukemtmcreid'])
+def test_the_engine_trains_and_tests_on_torchreids_own_market_and_duke_readers(dataset, tmp_path, capsys):
+    from dcal_plugin.demo_data import build_demo_data
+
+    from .conftest import TINY_DATA
+
+    data = build_demo_data(tmp_path / 'data', dataset, **TINY_DATA)
+    engine = build_engine(tiny_config(data.root, dataset, tmp_path))
+    assert engine.datamanager.num_train_pids == TINY_DATA['num_train_ids']
+    engine.run(save_dir=str(tmp_path / 'run'), max_epoch=1, print_freq=1, ranks=[1])
+    assert (tmp_path / 'run' / 'model' / 'model.pth.tar-1').is_file()
+    out = capsys.readouterr().out
+    assert f'Evaluating {dataset}' in out and re.search(r'Rank-1\s*:\s*[\d.]+%', out)
