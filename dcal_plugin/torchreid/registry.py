@@ -1,7 +1,7 @@
 """Adding DCAL's model names to torchreid's model factory and VeRi-776 to its image datasets."""
 import functools
 from types import ModuleType
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 import torchreid
 
@@ -16,6 +16,11 @@ MODEL_NAMES = {
     'dcal_vit_base': 'vit_base_patch16_224',
     'dcal_r50_vit_base': 'vit_base_r50_s16_224',
 }
+# build_model names: each model at torchreid's default 256x128 under its own name, and at the paper's VeRi-776
+# size as NAME_256x256 (build_dcal_reid builds any other size)
+FACTORY_SIZES = {'': (256, 128), '_256x256': (256, 256)}
+FACTORY_NAMES = {f'{name}{suffix}': (timm_name, size)
+                 for name, timm_name in MODEL_NAMES.items() for suffix, size in FACTORY_SIZES.items()}
 DATASETS = {'veri776': VeRi776}
 _FACTORY_NAME = '__model_factory'
 
@@ -43,9 +48,10 @@ def timm_model_name(name: str) -> str:
 
 
 def register_models(models_module: ModuleType = torchreid.models) -> None:
-    """Make ``torchreid.models.build_model(name, ...)`` build every name of :data:`MODEL_NAMES`."""
+    """Make ``torchreid.models.build_model(name, ...)`` build every name of :data:`FACTORY_NAMES`."""
     factory = model_factory(models_module)
-    factory.update({name: functools.partial(_build_from_factory, timm_name) for name, timm_name in MODEL_NAMES.items()})
+    factory.update({name: functools.partial(_build_from_factory, timm_name, img_size)
+                    for name, (timm_name, img_size) in FACTORY_NAMES.items()})
 
 
 def register_datasets() -> None:
@@ -55,9 +61,10 @@ def register_datasets() -> None:
 
 
 def _build_from_factory(
-        model_name: str, num_classes: int, loss: str = 'softmax', pretrained: bool = True, use_gpu: bool = True,
+        model_name: str, img_size: Tuple[int, int], num_classes: int, loss: str = 'softmax', pretrained: bool = True,
+        use_gpu: bool = True,
 ) -> DCALReID:
-    """``build_model``'s call: a DCALReID at torchreid's default 256×128, with timm's pretrained weights by default.
+    """``build_model``'s call: a DCALReID at ``img_size`` (H, W), with timm's pretrained weights by default.
 
     ``pretrained=True`` (torchreid's default) loads timm's weights of the paper's tag through timm's
     hub mechanism (see ``DCALViT.from_timm``). The train output serves :class:`DCALEngine` whatever
@@ -67,4 +74,4 @@ def _build_from_factory(
     if loss not in ('softmax', 'triplet'):
         raise ValueError(f'DCAL models train with DCALEngine (cross-entropy, plus triplet unless its weight_t=0): '
                          f'loss must be "softmax" or "triplet", got {loss!r}')
-    return build_dcal_reid(model_name, num_classes, img_size=(256, 128), pretrained=pretrained)
+    return build_dcal_reid(model_name, num_classes, img_size=img_size, pretrained=pretrained)

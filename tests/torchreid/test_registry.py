@@ -6,6 +6,7 @@ import pytest
 torchreid = pytest.importorskip('torchreid')
 
 from dcal_plugin.torchreid import MODEL_NAMES, DCALReID, registry  # noqa: E402
+from dcal_plugin.torchreid.registry import FACTORY_NAMES  # noqa: E402
 
 
 def test_build_model_builds_a_dcal_deit_tiny_at_256x128():
@@ -15,12 +16,18 @@ def test_build_model_builds_a_dcal_deit_tiny_at_256x128():
     assert model.dcal.grid_size == (16, 8) and model.dcal.local_query_ratio == 0.3
 
 
-@pytest.mark.parametrize('name', sorted(MODEL_NAMES))
-def test_every_name_reaches_its_timm_model(name, monkeypatch):
+@pytest.mark.parametrize('name', sorted(FACTORY_NAMES))
+def test_every_name_reaches_its_timm_model_at_its_size(name, monkeypatch):
     calls = []
     monkeypatch.setattr(registry, 'build_dcal_reid', lambda *args, **kwargs: calls.append((args, kwargs)) or 'built')
     assert torchreid.models.build_model(name, num_classes=3, loss='softmax', pretrained=False) == 'built'
-    assert calls == [((MODEL_NAMES[name], 3), {'img_size': (256, 128), 'pretrained': False})]
+    size = (256, 256) if name.endswith('_256x256') else (256, 128)
+    assert calls == [((MODEL_NAMES[name.replace('_256x256', '')], 3), {'img_size': size, 'pretrained': False})]
+
+
+def test_the_256x256_name_builds_the_papers_veri776_size():
+    model = torchreid.models.build_model('dcal_deit_tiny_256x256', num_classes=4, pretrained=False)
+    assert model.dcal.grid_size == (16, 16)
 
 
 def test_build_model_refuses_unknown_losses():
@@ -33,7 +40,7 @@ def test_registration_writes_into_the_factory_build_model_reads():
     module = types.ModuleType('fake_models')
     vars(module).update({'__model_factory': factory, 'build_model': lambda name, **kwargs: factory[name](**kwargs)})
     registry.register_models(module)
-    assert sorted(factory) == sorted(MODEL_NAMES)
+    assert sorted(factory) == sorted(FACTORY_NAMES) and set(MODEL_NAMES) < set(factory)
 
 
 @pytest.mark.parametrize('contents', [
