@@ -11,16 +11,12 @@ runs wrote.
 import argparse
 import hashlib
 import os
-import os.path as osp
-import sys
 from typing import Optional, Sequence
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from dcal_plugin.mmpretrain.plain_checkpoint_hook import to_plain  # noqa: E402
-from dcal_plugin.mmpretrain.runner import old_checkpoint_help  # noqa: E402
+from dcal_plugin.mmpretrain.plain_checkpoint_hook import to_plain
+from dcal_plugin.mmpretrain.runner import old_checkpoint_help
 
 
 def publish(in_file: str, out_file: str, trust_pickle: bool = False) -> str:

@@ -26,8 +26,8 @@ def class_token_rollout(
         attentions: Sequence[AttentionMap], residual_weight: float = 0.5, rows_sum_to_one: bool = False) -> Tensor:
     """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
 
-    Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32, autocast off: O(L·N²) per image, never an
-    ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
+    Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32, autocast off: O(L·N²) per
+    image, never an ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
     ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
     read once, the last block's first, and not kept: a map may be given as a function that computes
     it, called when the map is read, so that such maps exist one at a time.

@@ -27,22 +27,21 @@ class _Layout:
     unused_options: Tuple[str, ...] = ()  # fields of options_type that this layout does not take
 
 
-_LAYOUTS = {
-    'cub': _Layout(CUB_FOLDER, FgvcOptions, cub.write_cub, False),
-    'stanford_cars': _Layout(CARS_FOLDER, FgvcOptions, stanford_cars.write_stanford_cars, False),
-    'fgvc_aircraft': _Layout(AIRCRAFT_FOLDER, FgvcOptions, fgvc_aircraft.write_fgvc_aircraft, False),
-    'veri776': _Layout(VERI_FOLDER, ReidOptions, veri776.write_veri776, True, VERI_MAX_CAMERAS, ('val_per_train_id',)),
-    'msmt17': _Layout(MSMT_FOLDER, ReidOptions, msmt17.write_msmt17, True, MSMT_MAX_CAMERAS),
-}
-
-
 def _bounding_box_layout(layout: BoundingBoxLayout) -> _Layout:
     """The generator entry of a Market-1501-style layout."""
     write = functools.partial(bounding_box.write_bounding_box_layout, layout=layout)
     return _Layout(layout.folder, ReidOptions, write, True, layout.max_cameras, ('val_per_train_id',))
 
 
-_LAYOUTS.update(market1501=_bounding_box_layout(MARKET1501), dukemtmcreid=_bounding_box_layout(DUKEMTMC_REID))
+_LAYOUTS = {
+    'cub': _Layout(CUB_FOLDER, FgvcOptions, cub.write_cub, False),
+    'stanford_cars': _Layout(CARS_FOLDER, FgvcOptions, stanford_cars.write_stanford_cars, False),
+    'fgvc_aircraft': _Layout(AIRCRAFT_FOLDER, FgvcOptions, fgvc_aircraft.write_fgvc_aircraft, False),
+    'veri776': _Layout(VERI_FOLDER, ReidOptions, veri776.write_veri776, True, VERI_MAX_CAMERAS, ('val_per_train_id',)),
+    'msmt17': _Layout(MSMT_FOLDER, ReidOptions, msmt17.write_msmt17, True, MSMT_MAX_CAMERAS),
+    'market1501': _bounding_box_layout(MARKET1501),
+    'dukemtmcreid': _bounding_box_layout(DUKEMTMC_REID),
+}
 LAYOUTS = tuple(_LAYOUTS)
 
 

@@ -35,8 +35,9 @@ class DCALRunner(Runner):
     """mmengine's ``Runner`` with a unique default experiment name.
 
     mmengine names the logger and visualizer instances after the experiment, by default the config
-    name plus a timestamp in seconds, so two runners built in one process within the same second (a sweep, an ablation, tests) would share one visualizer and
-    log into the first run's folder. A name given in the config (``experiment_name``) is kept.
+    name plus a timestamp in seconds, so two runners built in one process within the same second
+    (a sweep, an ablation, tests) would share one visualizer and log into the first run's folder.
+    A name given in the config (``experiment_name``) is kept.
     """
 
     def __init__(self, *args, **kwargs) -> None:

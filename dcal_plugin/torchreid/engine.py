@@ -95,7 +95,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         values = {}
         for index, (name, value) in enumerate(zip(BRANCHES, branch_losses)):
             if value is not None:
-                values.update({f"the {name} branch's loss": value, f"the {name} branch's uncertainty weight": weights[index]})
+                values[f"the {name} branch's loss"] = value
+                values[f"the {name} branch's uncertainty weight"] = weights[index]
         check_finite(values, f'epoch {self.epoch + 1}, iteration {self.batch_idx + 1}')
 
     def branch_loss(self, feature: Tensor, logits: Tensor, pids: Tensor) -> Tensor:

@@ -112,9 +112,10 @@ def build_dcal_reid(
 
     ``local_query_ratio`` defaults to the paper's Re-ID R = 30%, ``drop_path_rate`` to TransReID's
     0.1; ``log_var_bounds`` goes to the loss weighting; ``pretrained=True`` loads timm's weights of
-    the paper's tag (``DCALViT.from_timm``), ``checkpoint_path`` a local file. ``kwargs`` are DCAL's other options, by the
-    names and with the defaults of :class:`~dcal_plugin.core.DCALViT` (``use_glca``, ``use_pwca``,
-    ``query_selection``, ...), then ``timm.create_model``'s (e.g. ``depth``).
+    the paper's tag (``DCALViT.from_timm``), ``checkpoint_path`` a local file. ``kwargs`` are
+    DCAL's other options, by the names and with the defaults of :class:`~dcal_plugin.core.DCALViT`
+    (``use_glca``, ``use_pwca``, ``query_selection``, ...), then ``timm.create_model``'s (e.g.
+    ``depth``).
     """
     dcal = DCALViT.from_timm(
         model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0,
