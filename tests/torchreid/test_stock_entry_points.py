@@ -13,16 +13,22 @@ from .helpers import TINY_MODEL, tiny_config  # noqa: E402
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # FeatureExtractor's defaults
 
 
-def saved_dcal_deit_tiny(path, num_classes=6, seed=0):
-    """A ``dcal_deit_tiny`` with non-trivial BNNecks, saved as torchreid's engine saves it; returns the model."""
-    torch.manual_seed(seed)
-    model = torchreid.models.build_model('dcal_deit_tiny', num_classes=num_classes, pretrained=False)
-    with torch.no_grad():
-        for neck in (model.sa_bnneck, model.glca_bnneck):
-            neck.weight.uniform_(0.5, 1.5)
-            neck.running_mean.normal_()
-    torch.save({'state_dict': model.state_dict(), 'epoch': 3, 'rank1': 0.25}, path)
-    return model.eval()
+@pytest.fixture(scope='module')
+def stock_run(veri_data, tmp_path_factory):
+    """(engine, checkpoint) of README's torchreid workflow: torchreid's data manager, model factory, optimizer and
+    scheduler, DCALEngine, one epoch of ``dcal_deit_tiny`` at torchreid's default 256x128 with a test."""
+    save_dir = tmp_path_factory.mktemp('stock') / 'log'
+    datamanager = torchreid.data.ImageDataManager(
+        root=str(veri_data.root), sources='veri776', height=256, width=128, batch_size_train=8, batch_size_test=16,
+        workers=0, train_sampler='RandomIdentitySampler', num_instances=4, transforms=['random_flip'])
+    torch.manual_seed(0)
+    model = torchreid.models.build_model('dcal_deit_tiny', num_classes=datamanager.num_train_pids, loss='triplet',
+                                         pretrained=False)
+    optimizer = torchreid.optim.build_optimizer(model, optim='sgd', lr=0.008)
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler='cosine', max_epoch=1)
+    engine = DCALEngine(datamanager, model, optimizer, scheduler=scheduler, use_gpu=False)
+    engine.run(save_dir=str(save_dir), max_epoch=1, print_freq=1, ranks=[1])
+    return engine, save_dir / 'model' / 'model.pth.tar-1'
 
 
 def preprocess(paths, size=(256, 128)):
@@ -31,16 +37,15 @@ def preprocess(paths, size=(256, 128)):
     return TF.normalize(torch.stack(images), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def test_feature_extractor_reads_a_saved_dcal_checkpoint_and_returns_its_retrieval_feature(veri_data, tmp_path):
-    checkpoint = tmp_path / 'model.pth.tar-3'
-    trained = saved_dcal_deit_tiny(checkpoint)
+def test_feature_extractor_reads_a_dcal_engine_checkpoint_and_returns_its_retrieval_feature(stock_run, veri_data):
+    engine, checkpoint = stock_run
     paths = [str(record.path) for record in veri_data.split('query')[:3]]
     extractor = torchreid.utils.FeatureExtractor(
         model_name='dcal_deit_tiny', model_path=str(checkpoint), device='cpu', verbose=False)
     features = extractor(paths)
     with torch.no_grad():
-        want = trained(preprocess(paths))
-    assert features.shape == (3, 2 * trained.feature_dim)
+        want = engine.model.eval()(preprocess(paths))
+    assert features.shape == (3, 2 * engine.model.feature_dim)
     torch.testing.assert_close(features, want, rtol=1e-4, atol=1e-4)
 
 
