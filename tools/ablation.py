@@ -236,11 +236,11 @@ def record_diagnostics(engine) -> List[Dict[str, float]]:
     model, forward, branch_loss = engine.model, engine.model.forward, engine.branch_loss
     current = {}  # this step's model output and PWCA partners
 
-    def forward_with_known_partner(x: Tensor, distractor_index: Optional[Tensor] = None):
+    def forward_with_known_partner(x: Tensor, distractor_index: Optional[Tensor] = None, branch_outputs: bool = False):
         """The model's forward; in training, the PWCA partners are drawn here as the model draws them, and kept."""
         if model.training and model.dcal.use_pwca and distractor_index is None:
             distractor_index = random_derangement(x.shape[0]).to(x.device)
-        out = forward(x, distractor_index)
+        out = forward(x, distractor_index, branch_outputs=branch_outputs)
         if model.training:
             current.update(output=out, partner=distractor_index)
             steps.append(dict(epoch=engine.epoch + 1))
