@@ -11,23 +11,21 @@ ABLATION := work_dirs/ablation/fgvc
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml Makefile
+# Exactly the tested set: constraints.txt pins every package (setup.cfg holds the ranges).
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=64,<81"
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q --no-build-isolation -e ".[mmpretrain,torchreid,test]"
+	$(PY) -m pip install -q --upgrade -c constraints.txt "pip>=23" setuptools
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e ".[mmpretrain,torchreid,test]"
 	touch $(STAMP)
 
 test: install
 	$(PY) -m pytest -q tests
 
-# The main job on the built-in data: digits in the CUB-200-2011 layout -> train -> test -> heat-maps.
+# The main job on the built-in data: digits in the CUB-200-2011 layout -> train -> test -> heat-maps
+# (the four tool runs of dcal_plugin/cli.py's run_demo; a pip user runs the same as `dcal demo`).
 demo: install
-	$(PY) tools/make_demo_data.py $(DEMO)/data --layout cub --overwrite --image-size 48 --digit-scale 0.55 0.9 \
-		--clutter 0.2 --digit-colour white --train-per-class 150 --test-per-class 30
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO)/work_dir
-	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --work-dir $(DEMO)/work_dir
-	$(PY) tools/vis_rollout.py $(DEMO_CONFIG) $$(cat $(DEMO)/work_dir/last_checkpoint) --test-set 4 --zoom 4 --out $(DEMO)/heatmaps
+	$(PY) -m dcal_plugin demo --out $(DEMO)
 
 # Re-ID through torchreid's engine on the built-in digits in the VeRi-776 layout.
 demo-reid: install

@@ -15,9 +15,9 @@ import train_reid
 
 from dcal_plugin.demo_data import make_demo_data
 from dcal_plugin.layouts import VERI_FOLDER
+from dcal_plugin.resources import config_path
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / 'configs' / 'reid' / 'dcal_deit-tiny_digits-veri776.yaml'
+CONFIG = config_path('reid/dcal_deit-tiny_digits-veri776.yaml')
 # Big clean digits on 32x32 canvases; 30 training identities (handwritten samples) x 40 views, 50 test identities.
 DEMO_DATA = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_ids=30, images_per_train_id=40,
                  num_test_ids=50, gallery_per_test_id=5, num_cameras=6)
@@ -32,7 +32,8 @@ def parse_option(text: str) -> Tuple[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write the data under --out, train and test; KEY VALUE pairs override the config (e.g. train.max_epoch 1)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', type=Path, default=ROOT / 'demo_output' / 'reid', help='output folder')
+    parser.add_argument('--out', type=Path, default=Path('demo_output', 'reid'),
+                        help='output folder (default demo_output/reid)')
     parser.add_argument('--data', action='append', default=[], metavar='KEY=VALUE',
                         help=f'change one demo data option (repeatable); defaults {DEMO_DATA}')
     parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides for train_reid.py')

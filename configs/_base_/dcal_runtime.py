@@ -15,5 +15,6 @@ custom_hooks = [
 
 randomness = dict(seed=0)
 
-# mmengine's Runner, able to resume its own checkpoints on torch >= 2.6 (see dcal_plugin/mmpretrain/runner.py)
+# mmengine's Runner with a unique experiment name per run (several runs in one process); Runner.from_cfg, which
+# ignores runner_type, trains and resumes these configs the same (see dcal_plugin/mmpretrain/runner.py)
 runner_type = 'DCALRunner'

@@ -22,7 +22,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
     and per-branch losses, the weights ``w_*`` = exp(-log_var) and the SA ID accuracy.
 
     Construction fails with a clear message when the scheduler is None (torchreid's checkpoints
-    need one), when the model's classes differ from the training identities, or when a query
+    need one), when the model's classes differ from the training identities or its image size
+    from the data manager's ``height`` × ``width``, or when a query
     identity of a test set has no gallery image (torchreid's ``evaluate_rank`` would skip it
     silently). Arguments are those of ``ImageTripletEngine``, and ``amp_dtype``: the train
     forward under ``torch.autocast`` in ``'bfloat16'`` or ``'float16'`` (with a dynamic loss
@@ -42,6 +43,7 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         if model.num_classes != datamanager.num_train_pids:
             raise ValueError(f'the model has {model.num_classes} ID classes but the training set has '
                              f'{datamanager.num_train_pids} identities')
+        check_image_size(datamanager, model)
         check_query_identities(datamanager.test_dataset)
         super().__init__(datamanager, model, optimizer, margin=margin, weight_t=weight_t, weight_x=weight_x,
                          scheduler=scheduler, use_gpu=use_gpu, label_smooth=label_smooth)
@@ -58,7 +60,7 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         if self.weight_t > 0:
             check_triplet_batch(pids)
         with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            output = self.model(imgs)
+            output = self.model(imgs, branch_outputs=True)
             branch_losses = [None if getattr(output, f'{name}_feature') is None else
                              self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'),
                                               pids) for name in BRANCHES]
@@ -116,6 +118,18 @@ def check_triplet_batch(pids: Tensor) -> None:
             f'the triplet loss needs a batch of >= 2 identities with >= 2 images each, got images per identity '
             f'{shown}{" ..." if len(ids) > 8 else ""}: use sampler.train_sampler RandomIdentitySampler with '
             'sampler.num_instances >= 2 (or loss.triplet.weight_t 0)')
+
+
+def check_image_size(datamanager, model: DCALReID) -> None:
+    """Raise unless the data manager's ``height`` × ``width`` is the image size ``model`` was built for."""
+    data_size = (datamanager.height, datamanager.width)
+    model_size = tuple(model.dcal.vit.patch_embed.img_size)
+    if data_size != model_size:
+        raise ValueError(
+            f'the data manager yields {data_size[0]}x{data_size[1]} images but the model was built for '
+            f'{model_size[0]}x{model_size[1]}: build it at the data\'s size (build_model(\'NAME_256x256\', ...) '
+            f'for 256x256, build_dcal_reid(..., img_size={data_size}) for any size) or set the data manager\'s '
+            f'height and width to {model_size[0]} and {model_size[1]}')
 
 
 def check_query_identities(test_dataset: Dict[str, Dict[str, List[Tuple]]]) -> None:

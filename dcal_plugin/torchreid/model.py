@@ -32,10 +32,12 @@ class BNNeck(nn.BatchNorm1d):
 class DCALReID(nn.Module):
     """DCAL for object Re-ID in torchreid's train/eval contract (`paper <https://arxiv.org/abs/2205.02151>`_).
 
-    Train mode returns a :class:`~dcal_plugin.core.DCALOutput` whose ``*_feature`` are the branch
-    class tokens before BNNeck (for the triplet loss) and ``*_logits`` the ID logits after BNNeck
-    (for cross-entropy), for SA, GLCA and PWCA; :class:`~dcal_plugin.torchreid.DCALEngine`
-    consumes it. Eval mode returns the retrieval feature ``[B, 2C]``: SA ‖ GLCA, each after its
+    Train mode, called as ``model(imgs, branch_outputs=True)``, returns a
+    :class:`~dcal_plugin.core.DCALOutput` whose ``*_feature`` are the branch class tokens before
+    BNNeck (for the triplet loss) and ``*_logits`` the ID logits after BNNeck (for cross-entropy),
+    for SA, GLCA and PWCA; :class:`~dcal_plugin.torchreid.DCALEngine` consumes it. Without the
+    keyword, train mode raises at once: torchreid's own engines expect logits (softmax) or
+    ``(logits, features)`` (triplet) and would fail deep inside their loss. Eval mode returns the retrieval feature ``[B, 2C]``: SA ‖ GLCA, each after its
     BNNeck (METHOD §6), which is what torchreid's test loop expects. PWCA shares every weight of
     SA, BNNeck and classifier included; its features are normalised with their own batch
     statistics and do not update SA's running statistics [ours]. The uncertainty weighting of
@@ -46,7 +48,8 @@ class DCALReID(nn.Module):
 
     Args:
         dcal (DCALViT): the backbone with its three branches, built with ``num_classes=0``.
-        num_classes (int): number of training identities.
+        num_classes (int): number of training identities (torchreid's ``FeatureExtractor`` builds with
+            1: its classifier is never used, only the retrieval feature).
         log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances, as
             :class:`~dcal_plugin.core.UncertaintyWeightedLoss`. Defaults to ``(-2.0, 2.0)``.
     """
@@ -57,8 +60,8 @@ class DCALReID(nn.Module):
         if dcal.vit.num_classes != 0:
             raise ValueError(f'DCALReID adds its own ID classifiers: build DCALViT with num_classes=0, '
                              f'got {dcal.vit.num_classes}')
-        if num_classes < 2:
-            raise ValueError(f'num_classes (training identities) must be >= 2, got {num_classes}')
+        if num_classes < 1:
+            raise ValueError(f'num_classes (training identities) must be >= 1, got {num_classes}')
         width = dcal.vit.embed_dim
         self.dcal = dcal
         self.num_classes = num_classes
@@ -81,8 +84,15 @@ class DCALReID(nn.Module):
         """The branches whose BNNeck features make up the retrieval feature, in order."""
         return ('sa', 'glca') if self.dcal.use_glca and not self.dcal.sa_only_inference else ('sa',)
 
-    def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> Union[DCALOutput, Tensor]:
+    def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None,
+                branch_outputs: bool = False) -> Union[DCALOutput, Tensor]:
         """Images ``[B, 3, H, W]`` -> train: :class:`DCALOutput` (features ``[B, C]``, logits ``[B, K]``); eval: ``[B, 2C]``."""
+        if self.training and not branch_outputs:
+            raise TypeError(
+                'DCALReID in train mode returns the features and ID logits of SA, GLCA and PWCA, not the logits '
+                '(softmax) or (logits, features) (triplet) that torchreid\'s ImageSoftmaxEngine and '
+                'ImageTripletEngine expect: train it with dcal_plugin.torchreid.DCALEngine, which calls '
+                'model(imgs, branch_outputs=True); in eval mode it returns the retrieval feature')
         out = self.dcal(x, distractor_index)
         if not self.training:
             return torch.cat([getattr(self, f'{name}_bnneck')(getattr(out, f'{name}_feature'))

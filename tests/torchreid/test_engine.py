@@ -127,13 +127,13 @@ def test_step_combines_ce_and_triplet_per_branch_with_the_uncertainty_weights(ve
     engine.model.train()
     torch.manual_seed(0)
     with torch.no_grad():
-        first = int(engine.model(imgs).sa_logits[0].argmax())  # so that the accuracy is not 0
+        first = int(engine.model(imgs, branch_outputs=True).sa_logits[0].argmax())  # so that the accuracy is not 0
     batch = {'img': imgs, 'pid': torch.tensor([first] * 4 + [(first + 1) % 6] * 4)}
     torch.manual_seed(0)
     summary = engine.forward_backward(batch)
     torch.manual_seed(0)
     with torch.no_grad():
-        out = engine.model(batch['img'])
+        out = engine.model(batch['img'], branch_outputs=True)
     losses = []
     for name in ('sa', 'glca', 'pwca'):
         ce = torch.nn.functional.cross_entropy(getattr(out, f'{name}_logits'), batch['pid'], label_smoothing=0.1)

@@ -59,14 +59,14 @@ def test_pwca_never_runs_in_eval(monkeypatch):
     with torch.no_grad():
         model(x)
     with pytest.raises(AssertionError, match='PWCA partner'):
-        model.train()(x)
+        model.train()(x, branch_outputs=True)
 
 
 def test_train_output_feeds_triplet_before_and_ce_after_the_bnneck():
     model = tiny_model().train()
     x, partner = images(), torch.tensor([1, 2, 3, 0])
     torch.manual_seed(1)
-    out = model(x, distractor_index=partner)
+    out = model(x, distractor_index=partner, branch_outputs=True)
     torch.manual_seed(1)
     core = model.dcal(x, distractor_index=partner)
     for name in ('sa', 'glca', 'pwca'):
@@ -85,7 +85,7 @@ def test_train_output_feeds_triplet_before_and_ce_after_the_bnneck():
 def test_pwca_leaves_the_sa_running_statistics_alone():
     model = tiny_model().train()
     start = model.sa_bnneck.running_mean.clone()
-    out = model(images())
+    out = model(images(), branch_outputs=True)
     momentum = model.sa_bnneck.momentum
     want = (1 - momentum) * start + momentum * out.sa_feature.detach().mean(0)
     torch.testing.assert_close(model.sa_bnneck.running_mean, want)
@@ -98,7 +98,7 @@ def test_bnneck_shift_stays_zero_through_torchreid_training_steps():
     assert 'sa_bnneck.bias' not in names and 'loss_weighting.log_vars' in names
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     torchreid.utils.open_all_layers(model)  # what torchreid's engine does at every epoch
-    out = model(images())
+    out = model(images(), branch_outputs=True)
     loss = sum(F.cross_entropy(getattr(out, f'{b}_logits'), torch.tensor([0, 0, 1, 1])) for b in ('sa', 'glca', 'pwca'))
     loss.backward()
     missing = [name for name, param in model.named_parameters()

@@ -1,0 +1,104 @@
+"""``dcal COMMAND ...`` (also ``python -m dcal_plugin``): the shipped tools and configs, for a pip install as for a clone.
+
+``dcal train dcal_vit_cub`` runs ``tools/train.py`` on the shipped ``configs/dcal_vit_cub.py``
+(a config is named by its file name, or given as a path); ``dcal configs`` lists the configs,
+``dcal configs NAME`` prints one's path (to inherit it: ``_base_ = ['that path']``), ``dcal configs
+--copy DIR`` copies them all (to inherit by a relative path); ``dcal demo`` is ``make demo``.
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .resources import config_names, config_path, shipped_dir, tool_path
+
+# command -> (tool script, how its config is given: 'first' positional, the value of an option, or None)
+TOOLS = {
+    'train': ('train.py', 'first'),
+    'test': ('test.py', 'first'),
+    'vis-rollout': ('vis_rollout.py', 'first'),
+    'export-onnx': ('export_onnx.py', 'first'),
+    'publish-model': ('publish_model.py', None),
+    'make-demo-data': ('make_demo_data.py', None),
+    'train-reid': ('train_reid.py', '--config-file'),
+    'demo-reid': ('demo_reid.py', None),
+}
+DEMO_CONFIG = 'dcal_deit-tiny_digits-cub.py'
+# The built-in data of `make demo`: digits in the CUB-200-2011 layout, 10 classes x (150 train + 30 test).
+DEMO_DATA_ARGS = ('--layout', 'cub', '--overwrite', '--image-size', '48', '--digit-scale', '0.55', '0.9',
+                  '--clutter', '0.2', '--digit-colour', 'white', '--train-per-class', '150', '--test-per-class', '30')
+
+
+def resolve_config(argument: str) -> str:
+    """An existing file as given, else the shipped config of that name."""
+    return argument if Path(argument).is_file() else str(config_path(argument))
+
+
+def tool_command(command: str, args: Sequence[str]) -> List[str]:
+    """The interpreter command line that runs ``command``'s tool with ``args``, its config resolved by name."""
+    script, config_at = TOOLS[command]
+    args = list(args)
+    if config_at == 'first' and args and not args[0].startswith('-'):
+        args[0] = resolve_config(args[0])
+    elif config_at is not None and config_at in args[:-1]:
+        index = args.index(config_at) + 1
+        args[index] = resolve_config(args[index])
+    return [sys.executable, str(tool_path(script)), *args]
+
+
+def run_tool(command: str, args: Sequence[str]) -> int:
+    """Run one tool in its own interpreter, as ``python tools/SCRIPT ARGS`` would; its exit status."""
+    return subprocess.call(tool_command(command, args))
+
+
+def run_demo(out: Path) -> int:
+    """``make demo``: write the digits data, train the demo config, test it, draw rollout heat-maps under ``out``."""
+    config, work_dir = str(config_path(DEMO_CONFIG)), out / 'work_dir'
+    steps = [('make-demo-data', [str(out / 'data'), *DEMO_DATA_ARGS]),
+             ('train', [config, '--work-dir', str(work_dir)]),
+             ('test', [config, None, '--work-dir', str(work_dir)]),
+             ('vis-rollout', [config, None, '--test-set', '4', '--zoom', '4', '--out', str(out / 'heatmaps')])]
+    for command, args in steps:
+        checkpoint = (work_dir / 'last_checkpoint').read_text().strip() if None in args else None
+        status = run_tool(command, [checkpoint if arg is None else arg for arg in args])
+        if status:
+            return status
+    return 0
+
+
+def list_configs(name: Optional[str], copy_to: Optional[Path]) -> int:
+    """Print every config name, or one config's path; or copy the configs folder to ``copy_to``."""
+    if copy_to is not None:
+        shutil.copytree(shipped_dir('configs'), copy_to, dirs_exist_ok=True)
+        print(f'copied the DCAL configs to {copy_to}')
+    elif name is not None:
+        print(config_path(name))
+    else:
+        print('\n'.join(config_names()))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Dispatch ``dcal COMMAND ARGS``; a tool's arguments go to it unparsed (``dcal train --help`` lists them)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog='dcal', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for command, (script, _) in TOOLS.items():
+        commands.add_parser(command, help=f'tools/{script} (dcal {command} --help lists its arguments)')
+    demo = commands.add_parser('demo', help='make demo: digits data, train, test, heat-maps (CPU, ~5 min)')
+    demo.add_argument('--out', type=Path, default=Path('demo_output'), help='output folder (default demo_output)')
+    configs = commands.add_parser('configs', help='list the configs, print the path of one, or copy them')
+    configs.add_argument('name', nargs='?', help='a config name (e.g. dcal_vit_cub): print its path')
+    configs.add_argument('--copy', type=Path, metavar='DIR', help='copy the configs folder (with _base_/) to DIR')
+    try:
+        if argv and argv[0] in TOOLS:
+            return run_tool(argv[0], argv[1:])
+        args = parser.parse_args(argv)
+        if args.command == 'demo':
+            return run_demo(args.out)
+        return list_configs(args.name, args.copy)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f'dcal {argv[0]}: error: {error}\n')

@@ -1,0 +1,119 @@
+"""What a pip user gets: the wheel carries configs and tools, ``dcal`` finds them by name, a user config inherits them.
+
+The wheel is built from a copy of the sources and unpacked (a pure-Python wheel unpacked is what
+pip installs), then run from a folder outside the repository with only the unpacked wheel on the path.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dcal_plugin import cli
+from dcal_plugin.resources import config_names
+
+from .conftest import REPO
+
+SOURCES = ('dcal_plugin', 'configs', 'tools', 'setup.py', 'setup.cfg', 'pyproject.toml', 'MANIFEST.in', 'README.md')
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    """(wheel file, folder it is unpacked in) of ``pip wheel`` on a copy of the sources."""
+    base = tmp_path_factory.mktemp('wheel')
+    for name in SOURCES:
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
+        copy(REPO / name, base / 'src' / name, **({'ignore': shutil.ignore_patterns('__pycache__')}
+                                                  if (REPO / name).is_dir() else {}))
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w',
+                    str(base / 'dist'), str(base / 'src')], check=True, capture_output=True, timeout=300)
+    (built,) = (base / 'dist').glob('dcal_plugin-*.whl')
+    with zipfile.ZipFile(built) as archive:
+        archive.extractall(base / 'site')
+    return built, base / 'site'
+
+
+def run_installed(site, cwd, *args, timeout=600):
+    """``python -m dcal_plugin ARGS`` with only the unpacked wheel on the path, from ``cwd``; its output."""
+    env = dict(os.environ, PYTHONPATH=str(site))
+    result = subprocess.run([sys.executable, '-m', 'dcal_plugin', *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_the_wheel_ships_every_config_and_tool_and_the_dcal_command(wheel):
+    built, _ = wheel
+    with zipfile.ZipFile(built) as archive:
+        names = set(archive.namelist())
+        (entry_points,) = [name for name in names if name.endswith('entry_points.txt')]
+        assert 'dcal = dcal_plugin.cli:main' in archive.read(entry_points).decode()
+    shipped = {str(path.relative_to(REPO)) for folder in ('configs', 'tools') for path in (REPO / folder).rglob('*')
+               if path.is_file() and '__pycache__' not in path.parts}
+    assert {name.removeprefix('dcal_plugin/.mim/') for name in names if name.startswith('dcal_plugin/.mim/')} == shipped
+
+
+def test_an_installed_wheel_finds_its_configs_and_a_user_config_inherits_them(wheel, tmp_path):
+    _, site = wheel
+    path = Path(run_installed(site, tmp_path, 'configs', 'dcal_vit_cub').strip())
+    assert path == site / 'dcal_plugin' / '.mim' / 'configs' / 'dcal_vit_cub.py'
+    assert run_installed(site, tmp_path, 'configs').split() == config_names()
+    run_installed(site, tmp_path, 'configs', '--copy', tmp_path / 'dcal_configs')
+    (tmp_path / 'by_path.py').write_text(f'_base_ = [{str(path)!r}]\nmodel = dict(head=dict(num_classes=7))\n')
+    (tmp_path / 'by_copy.py').write_text("_base_ = ['./dcal_configs/dcal_vit_cub.py']\n"
+                                         "train_dataloader = dict(batch_size=4)\n")
+    check = ('import sys; from mmengine.config import Config; cfg = Config.fromfile(sys.argv[1]); '
+             'print(cfg.model.backbone.type, cfg.model.backbone.model_name, cfg.model.head.num_classes, '
+             'cfg.train_dataloader.batch_size, cfg.train_dataloader.dataset.type)')
+    env = dict(os.environ, PYTHONPATH=str(site))
+    for config, want in (('by_path.py', 'DCALVisionTransformer vit_base_patch16_224 7 16 CUB'),
+                         ('by_copy.py', 'DCALVisionTransformer vit_base_patch16_224 200 4 CUB')):
+        result = subprocess.run([sys.executable, '-c', check, config], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.stdout.strip() == want, result.stderr[-2000:]
+
+
+def test_an_installed_wheel_trains_and_tests_the_demo_config_by_name(wheel, digits_roots, tmp_path):
+    _, site = wheel
+    roots = [f'{loader}.dataset.data_root={digits_roots["cub"]}'
+             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    output = run_installed(site, tmp_path, 'train', 'dcal_deit-tiny_digits-cub', '--work-dir', tmp_path / 'work',
+                           '--cfg-options', 'train_cfg.max_epochs=1', 'model.backbone.depth=1', *roots)
+    assert 'Epoch(train) [1]' in output and (tmp_path / 'work' / 'epoch_1.pth').is_file()
+    output = run_installed(site, tmp_path, 'test', 'dcal_deit-tiny_digits-cub', tmp_path / 'work' / 'epoch_1.pth',
+                           '--work-dir', tmp_path / 'work', '--cfg-options', 'model.backbone.depth=1', *roots)
+    assert re.search(r'DCAL test top-1 \(%\): SA [\d.]+  GLCA [\d.]+  fused [\d.]+  \(chance 10.0\)', output)
+
+
+def test_tool_commands_resolve_a_config_name_and_leave_paths_alone(tmp_path):
+    yaml = str(REPO / 'configs' / 'reid' / 'dcal_vit_veri776.yaml')
+    assert cli.tool_command('train-reid', ['--root', 'data', '--config-file', 'dcal_vit_veri776'])[-1] == yaml
+    command = cli.tool_command('train', ['dcal_vit_cub', '--work-dir', 'w'])
+    assert command[1:] == [str(REPO / 'tools' / 'train.py'), str(REPO / 'configs' / 'dcal_vit_cub.py'), '--work-dir', 'w']
+    own = tmp_path / 'mine.py'
+    own.write_text('')
+    assert cli.tool_command('test', [str(own), 'ckpt.pth'])[2:] == [str(own), 'ckpt.pth']
+    with pytest.raises(SystemExit) as stop:
+        cli.main(['train', 'dcal_vit_birds'])
+    assert stop.value.code == 2
+
+
+def test_the_demo_runs_its_four_tools_with_the_trained_checkpoint(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_tool(command, args):
+        calls.append((command, list(args)))
+        if command == 'train':
+            (tmp_path / 'work_dir').mkdir()
+            (tmp_path / 'work_dir' / 'last_checkpoint').write_text('CKPT\n')
+        return 0
+    monkeypatch.setattr(cli, 'run_tool', fake_tool)
+    assert cli.main(['demo', '--out', str(tmp_path)]) == 0
+    config = str(REPO / 'configs' / 'dcal_deit-tiny_digits-cub.py')
+    assert [command for command, _ in calls] == ['make-demo-data', 'train', 'test', 'vis-rollout']
+    assert calls[0][1][:3] == [str(tmp_path / 'data'), '--layout', 'cub']
+    assert calls[2][1][:2] == calls[3][1][:2] == [config, 'CKPT']
