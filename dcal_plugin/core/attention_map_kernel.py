@@ -4,8 +4,9 @@ The model calls one function, :func:`softmax_with_head_mean` (its pieces are pub
 ``benchmarks/attention_variants.py``). On CPU it makes and uses the probabilities a
 piece at a time, so each piece is still in cache when its head mean and ``P·v`` read it: head by
 head through oneDNN's GEMM for large float32 score matrices, else in tiles through ``torch.bmm``.
-Elsewhere all of ``P`` is one tile; traced by ``torch.compile``, all of ``P`` in plain operations
-that the compiler fuses. The two thresholds are arguments; their defaults come from sweeps on the
+Elsewhere all of ``P`` is one tile; traced by ``torch.compile`` or ``torch.export`` (the ONNX
+export), all of ``P`` in plain operations that the compiler fuses and whose graph keeps the batch
+size free. The two thresholds are arguments; their defaults come from sweeps on the
 project's 2-core machine (benchmarks/results/attention_map_kernel_sweeps.md).
 """
 import functools
@@ -37,7 +38,7 @@ def softmax_with_head_mean(
     has it (a oneDNN call costs more than a BLAS call, and its faster GEMM pays for that only on
     large products).
     """
-    if torch.compiler.is_compiling():  # traced by torch.compile: plain operations, which the compiler fuses itself
+    if torch.compiler.is_compiling():  # traced by torch.compile or torch.export: plain operations, no loop over B
         return _whole(q, k, v, dropout_p)
     linear = onednn_linear()
     rows = min(q.shape[2], _rows_per_tile(k.shape[2], 1, q.element_size(), tile_bytes))

@@ -1,5 +1,5 @@
 """``DCALClsHead``: per-branch classifiers, uncertainty-weighted cross-entropy, fused SA + GLCA prediction."""
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmpretrain.models.heads import ClsHead
@@ -74,9 +74,8 @@ class DCALClsHead(ClsHead):
     def predict(self, feats: Sequence[Optional[Tensor]],
                 data_samples: Optional[List[DataSample]] = None) -> List[DataSample]:
         """Data samples with ``pred_score``/``pred_label`` (fused SA + GLCA) and the branch scores."""
-        branch_scores = {name: logits.softmax(dim=-1).detach()
-                         for name, logits in zip(BRANCHES[:2], self(feats)[:2]) if logits is not None}
-        fused = torch.stack(list(branch_scores.values())).mean(dim=0)
+        with torch.no_grad():
+            fused, branch_scores = self.scores(self(feats))
         if data_samples is None:
             data_samples = [DataSample() for _ in range(fused.shape[0])]
         for index, sample in enumerate(data_samples):
@@ -84,3 +83,13 @@ class DCALClsHead(ClsHead):
             for name, scores in branch_scores.items():
                 sample.set_field(scores[index], f'{name}_score', dtype=torch.Tensor)
         return data_samples
+
+    @staticmethod
+    def scores(logits: Sequence[Optional[Tensor]]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Branch logits ``(sa, glca[, pwca])`` ``[B, K]`` or None -> ``pred_score`` ``[B, K]`` and ``{branch: softmax [B, K]}``.
+
+        ``pred_score`` is the mean of the SA and GLCA probabilities present (SA's alone without GLCA).
+        """
+        branch_scores = {name: value.softmax(dim=-1) for name, value in zip(BRANCHES[:2], logits[:2])
+                         if value is not None}
+        return torch.stack(list(branch_scores.values())).mean(dim=0), branch_scores

@@ -48,12 +48,17 @@ class DCALRunner(Runner):
         super().__init__(*args, **kwargs)
 
 
-def build_trained_model(cfg: Config, checkpoint: str) -> Tuple[nn.Module, Optional[Sequence[str]]]:
-    """The config's model in eval mode with the weights of a checkpoint this project's runs wrote, and its class names."""
+def build_trained_model(cfg: Config, checkpoint: str,
+                        strict: bool = False) -> Tuple[nn.Module, Optional[Sequence[str]]]:
+    """The config's model in eval mode with the weights of a checkpoint this project's runs wrote, and its class names.
+
+    ``strict``: a checkpoint whose keys or shapes differ from the model's raises a ``RuntimeError``
+    naming them (mmengine's default, False, only logs a warning).
+    """
     init_default_scope('mmpretrain')
     model_cfg = cfg.model.copy()
     model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     model = MODELS.build(model_cfg)
     with old_checkpoint_help(str(checkpoint)):
-        loaded = load_checkpoint(model, str(checkpoint), map_location='cpu')
+        loaded = load_checkpoint(model, str(checkpoint), map_location='cpu', strict=strict)
     return model.eval(), loaded.get('meta', {}).get('dataset_meta', {}).get('classes')
