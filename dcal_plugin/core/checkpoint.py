@@ -1,16 +1,21 @@
-"""Loading timm checkpoint files into a timm ``VisionTransformer``, through timm's own filter functions."""
+"""Loading timm checkpoint files into a timm ``VisionTransformer``, through timm's own filter functions and readers."""
+import copy
 import functools
 import importlib
 import os
 import pickle
 from typing import Callable, Dict, List
 
+import torch
 from timm.models import load_state_dict, model_entrypoint
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 # Keyword arguments that timm's model builders bind to their module's ``checkpoint_filter_fn``.
 _FILTER_KWARGS = {'timm.models.deit': {'adapt_layer_scale': True}}
 _CLASSIFIER_KEYS = ('head.weight', 'head.bias')
+# What timm's filters and .npz reader raise on a file that does not fit the model
+_FIT_ERRORS = (RuntimeError, ValueError, IndexError, KeyError, NotImplementedError)
 _SHOWN = 5
 
 
@@ -23,37 +28,68 @@ def checkpoint_filter(model_name: str) -> Callable[[Dict[str, Tensor], nn.Module
     return functools.partial(filter_fn, **_FILTER_KWARGS.get(module_name, {}))
 
 
-def load_timm_checkpoint(model: nn.Module, checkpoint_path: str, model_name: str) -> None:
-    """Load a timm checkpoint file (state_dict, or dict with ``model``/``state_dict``; ``.pth``/``.safetensors``).
+def load_timm_checkpoint(model: VisionTransformer, checkpoint_path: str, model_name: str) -> None:
+    """Load a timm checkpoint file: a state_dict (``.pth``/``.safetensors``) or an original ViT ``.npz``.
 
-    The file is read with ``weights_only=True``; position embeddings (and patch embeddings) are
-    resized by timm's own filter for ``model_name``, exactly as ``timm.create_model(...,
-    pretrained=True, pretrained_cfg_overlay=dict(file=...))`` resizes them. The classifier is
-    dropped when its shape differs from the model's (e.g. ``num_classes=0`` or another label
-    set). Any other difference raises one ``ValueError`` naming the first mismatched keys.
+    A state_dict file (or a dict with ``model``/``state_dict``) is read with ``weights_only=True``;
+    position embeddings (and patch embeddings) are resized by timm's own filter for ``model_name``,
+    exactly as ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
+    resizes them. An ``.npz`` file (Google's ViT, R50+ViT hybrid and AugReg releases) is read by
+    timm's ``model.load_pretrained``, which maps its arrays and resizes the position embeddings
+    as timm does for those files; an ``.npz`` with more blocks than the model gives its first ones,
+    as in timm. Either way the classifier is dropped when its shape differs from the model's (e.g.
+    ``num_classes=0`` or another label set), and any other difference raises one ``ValueError``
+    naming the file and what does not fit (the first mismatched keys); the model is changed only
+    when the file fits.
     """
     if not os.path.isfile(checkpoint_path):
         raise FileNotFoundError(f'timm checkpoint file not found: {checkpoint_path}')
-    try:
-        state_dict = load_state_dict(str(checkpoint_path), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise ValueError(f'could not read {checkpoint_path} with weights_only=True (a file holding pickled '
-                         f'objects besides tensors is refused: save the state_dict alone): {error}') from error
-    try:
-        state_dict = checkpoint_filter(model_name)(state_dict, model)
-    except (RuntimeError, ValueError, IndexError, KeyError) as error:
-        raise ValueError(f'checkpoint {checkpoint_path} does not fit {model_name}: {error}') from error
+    if os.path.splitext(checkpoint_path)[-1].lower() == '.npz':
+        state_dict = _read_npz(model, str(checkpoint_path), model_name)
+    else:
+        state_dict = _read_state_dict(model, str(checkpoint_path), model_name)
     expected = model.state_dict()
     for key in _CLASSIFIER_KEYS:
         if key in state_dict and (key not in expected or state_dict[key].shape != expected[key].shape):
             del state_dict[key]
     problems = _mismatches(state_dict, expected)
     if problems:
-        raise ValueError(
-            f'checkpoint {checkpoint_path} does not match {model_name} '
-            f'(img_size={tuple(model.patch_embed.img_size)}, num_classes={model.num_classes}): '
-            + '; '.join(problems))
+        raise ValueError(f'checkpoint {checkpoint_path} does not match {_describe(model, model_name)}: '
+                         + '; '.join(problems))
     model.load_state_dict(state_dict, strict=False)
+
+
+def _read_state_dict(model: VisionTransformer, checkpoint_path: str, model_name: str) -> Dict[str, Tensor]:
+    """The file's state_dict, read with ``weights_only=True``, through timm's filter for ``model_name``."""
+    try:
+        state_dict = load_state_dict(checkpoint_path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise ValueError(f'could not read {checkpoint_path} with weights_only=True (a file holding pickled '
+                         f'objects besides tensors is refused: save the state_dict alone): {error}') from error
+    try:
+        return checkpoint_filter(model_name)(state_dict, model)
+    except _FIT_ERRORS as error:
+        raise ValueError(f'checkpoint {checkpoint_path} does not fit {model_name}: {error}') from error
+
+
+def _read_npz(model: VisionTransformer, checkpoint_path: str, model_name: str) -> Dict[str, Tensor]:
+    """The parameters timm's ``load_pretrained`` writes from an ``.npz`` into a copy of ``model``, by timm's names."""
+    reader = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in reader.parameters():
+            parameter.fill_(float('nan'))  # marks what it leaves unwritten (a classifier of another size, layer scale)
+    try:
+        reader.load_pretrained(checkpoint_path)
+    except _FIT_ERRORS as error:
+        raise ValueError(f'checkpoint {checkpoint_path} does not fit {_describe(model, model_name)}: '
+                         f'timm\'s .npz reader raised {type(error).__name__}: {error}') from error
+    return {name: value.detach() for name, value in reader.named_parameters() if not value.isnan().all()}
+
+
+def _describe(model: VisionTransformer, model_name: str) -> str:
+    """``model_name`` with the sizes a checkpoint must fit."""
+    return (f'{model_name} (img_size={tuple(model.patch_embed.img_size)}, depth={len(model.blocks)}, '
+            f'embed_dim={model.embed_dim}, num_classes={model.num_classes})')
 
 
 def _mismatches(state_dict: Dict[str, Tensor], expected: Dict[str, Tensor]) -> List[str]:

@@ -8,6 +8,7 @@ from mmpretrain.registry import MODELS
 import dcal_plugin.mmpretrain  # noqa: F401
 from dcal_plugin.demo_data import make_demo_data
 
+from ..vit_npz import save_vit_npz
 from .conftest import small_config
 
 TINY = dict(type='DCALVisionTransformer', model_name='deit_tiny_patch16_224', img_size=32, depth=2)
@@ -22,9 +23,13 @@ def timm_file(tmp_path):
     return vit, str(path)
 
 
+@pytest.mark.parametrize('file_format', ['pth', 'npz'])
 @pytest.mark.parametrize('how', ['checkpoint_path', 'init_cfg'])
-def test_timm_checkpoint_is_loaded_by_init_weights(timm_file, how):
+def test_timm_checkpoint_is_loaded_by_init_weights(timm_file, how, file_format):
     vit, path = timm_file
+    if file_format == 'npz':  # the original ViT layout, read by timm's own reader through the core
+        path = path.replace('.pth', '.npz')
+        save_vit_npz(vit, path)
     spec = dict(TINY, checkpoint_path=path) if how == 'checkpoint_path' else dict(
         TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
     backbone = MODELS.build(spec)

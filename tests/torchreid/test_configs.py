@@ -2,11 +2,16 @@
 from pathlib import Path
 
 import pytest
+import timm
+import torch
 
 pytest.importorskip('torchreid')
 
 from dcal_plugin.torchreid import MODEL_NAMES, build_dcal_reid, get_default_config  # noqa: E402
 from dcal_plugin.torchreid.config import model_kwargs  # noqa: E402
+
+from ..vit_npz import save_vit_npz  # noqa: E402
+from .helpers import TINY_MODEL, tiny_config  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'reid'
 CONFIGS = sorted(CONFIG_DIR.glob('*.yaml'))
@@ -45,3 +50,14 @@ def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     assert (cfg.loss.triplet.weight_t, cfg.loss.triplet.weight_x) == (1.0, 1.0)
     mean = [0.5] * 3 if backbone in ('vit', 'r50-vit') else [0.485, 0.456, 0.406]
     assert cfg.data.norm_mean == mean
+
+
+def test_model_checkpoint_reads_an_original_vit_npz(tmp_path):
+    cfg = tiny_config(tmp_path, 'veri776', tmp_path)
+    torch.manual_seed(0)
+    vit = timm.create_model(MODEL_NAMES[cfg.model.name], img_size=32, num_classes=0, **TINY_MODEL).eval()
+    cfg.model.checkpoint = str(tmp_path / 'vit.npz')
+    save_vit_npz(vit, cfg.model.checkpoint)
+    model = build_dcal_reid(num_classes=3, **model_kwargs(cfg))
+    state = model.dcal.vit.state_dict()
+    assert all(torch.equal(state[key], value) for key, value in vit.state_dict().items())
