@@ -94,6 +94,21 @@ def test_mmpretrains_own_test_tool_reads_it(run, tmp_path):
     assert 'accuracy/top1' in metrics.read_text() and 'dcal/glca_top1' in metrics.read_text()
 
 
+def test_mmpretrains_own_train_tool_resumes_it(run, tmp_path):
+    import shutil
+
+    _, work_dir, _ = run
+    shutil.copy(work_dir / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    tool = os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
+    proc = subprocess.run([sys.executable, tool, str(work_dir / 'config.py'), '--work-dir', str(tmp_path), '--resume',
+                           '--cfg-options', 'train_cfg.max_epochs=2', 'param_scheduler=[]', 'log_level=INFO'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'resumed epoch: 1' in proc.stdout + proc.stderr and 'Epoch(train) [2]' in proc.stdout + proc.stderr
+    assert (tmp_path / 'epoch_2.pth').is_file()
+
+
 def test_publish_model_keeps_weights_and_meta_and_names_the_hash(run, tmp_path):
     import hashlib
 
