@@ -37,8 +37,9 @@ class DCALReID(nn.Module):
     BNNeck (for the triplet loss) and ``*_logits`` the ID logits after BNNeck (for cross-entropy),
     for SA, GLCA and PWCA; :class:`~dcal_plugin.torchreid.DCALEngine` consumes it. Without the
     keyword, train mode raises at once: torchreid's own engines expect logits (softmax) or
-    ``(logits, features)`` (triplet) and would fail deep inside their loss. Eval mode returns the retrieval feature ``[B, 2C]``: SA ‖ GLCA, each after its
-    BNNeck (METHOD §6), which is what torchreid's test loop expects. PWCA shares every weight of
+    ``(logits, features)`` (triplet) and would fail deep inside their loss. Eval mode returns the
+    retrieval feature ``[B, 2C]``: SA ‖ GLCA, each after its BNNeck (METHOD §6), which is what
+    torchreid's test loop and ``FeatureExtractor`` expect. PWCA shares every weight of
     SA, BNNeck and classifier included; its features are normalised with their own batch
     statistics and do not update SA's running statistics [ours]. The uncertainty weighting of
     the three branch losses is the submodule ``loss_weighting``, so torchreid's optimizer and
