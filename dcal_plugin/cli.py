@@ -6,25 +6,30 @@
 --copy DIR`` copies them all (to inherit by a relative path); ``dcal demo`` is ``make demo``.
 """
 import argparse
+import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .layouts import CUB_FOLDER
 from .resources import config_names, config_path, shipped_dir, tool_path
 
-# command -> (tool script, how its config is given: 'first' positional, the value of an option, or None)
+# command -> (tool script, how its config is given: 'first' positional, the value of an option, or None; the extra
+# of setup.cfg it needs)
 TOOLS = {
-    'train': ('train.py', 'first'),
-    'test': ('test.py', 'first'),
-    'vis-rollout': ('vis_rollout.py', 'first'),
-    'export-onnx': ('export_onnx.py', 'first'),
-    'publish-model': ('publish_model.py', None),
-    'make-demo-data': ('make_demo_data.py', None),
-    'train-reid': ('train_reid.py', '--config-file'),
-    'demo-reid': ('demo_reid.py', None),
+    'train': ('train.py', 'first', 'mmpretrain'),
+    'test': ('test.py', 'first', 'mmpretrain'),
+    'vis-rollout': ('vis_rollout.py', 'first', 'mmpretrain'),
+    'export-onnx': ('export_onnx.py', 'first', 'onnx'),
+    'publish-model': ('publish_model.py', None, 'mmpretrain'),
+    'make-demo-data': ('make_demo_data.py', None, None),
+    'train-reid': ('train_reid.py', '--config-file', 'torchreid'),
+    'demo-reid': ('demo_reid.py', None, 'torchreid'),
 }
+EXTRA_MODULES = {'mmpretrain': ('mmpretrain', 'mmengine'), 'torchreid': ('torchreid',),
+                 'onnx': ('mmpretrain', 'onnx', 'onnxscript')}  # what each extra installs, by import name
 DEMO_CONFIG = 'dcal_deit-tiny_digits-cub.py'
 # The built-in data of `make demo`: digits in the CUB-200-2011 layout, 10 classes x (150 train + 30 test).
 DEMO_DATA_ARGS = ('--layout', 'cub', '--overwrite', '--image-size', '48', '--digit-scale', '0.55', '0.9',
@@ -36,9 +41,18 @@ def resolve_config(argument: str) -> str:
     return argument if Path(argument).is_file() else str(config_path(argument))
 
 
+def check_extra(command: str) -> None:
+    """Raise naming the pip extra to install when a package ``command``'s tool imports is missing."""
+    extra = TOOLS[command][2]
+    missing = [name for name in EXTRA_MODULES.get(extra, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f'{command} needs {", ".join(missing)}, which is not installed: '
+                         f'pip install "dcal-plugin[{extra}]"')
+
+
 def tool_command(command: str, args: Sequence[str]) -> List[str]:
     """The interpreter command line that runs ``command``'s tool with ``args``, its config resolved by name."""
-    script, config_at = TOOLS[command]
+    script, config_at, _ = TOOLS[command]
     args = list(args)
     if config_at == 'first' and args and not args[0].startswith('-'):
         args[0] = resolve_config(args[0])
@@ -50,16 +64,20 @@ def tool_command(command: str, args: Sequence[str]) -> List[str]:
 
 def run_tool(command: str, args: Sequence[str]) -> int:
     """Run one tool in its own interpreter, as ``python tools/SCRIPT ARGS`` would; its exit status."""
+    check_extra(command)
     return subprocess.call(tool_command(command, args))
 
 
 def run_demo(out: Path) -> int:
     """``make demo``: write the digits data, train the demo config, test it, draw rollout heat-maps under ``out``."""
     config, work_dir = str(config_path(DEMO_CONFIG)), out / 'work_dir'
+    data_root = ['--cfg-options', *(f'{loader}.dataset.data_root={out / "data" / CUB_FOLDER}'
+                                    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))]
     steps = [('make-demo-data', [str(out / 'data'), *DEMO_DATA_ARGS]),
-             ('train', [config, '--work-dir', str(work_dir)]),
-             ('test', [config, None, '--work-dir', str(work_dir)]),
-             ('vis-rollout', [config, None, '--test-set', '4', '--zoom', '4', '--out', str(out / 'heatmaps')])]
+             ('train', [config, '--work-dir', str(work_dir), *data_root]),
+             ('test', [config, None, '--work-dir', str(work_dir), *data_root]),
+             ('vis-rollout', [config, None, '--test-set', '4', '--zoom', '4', '--out', str(out / 'heatmaps'),
+                              *data_root])]
     for command, args in steps:
         checkpoint = (work_dir / 'last_checkpoint').read_text().strip() if None in args else None
         status = run_tool(command, [checkpoint if arg is None else arg for arg in args])
@@ -71,7 +89,9 @@ def run_demo(out: Path) -> int:
 def list_configs(name: Optional[str], copy_to: Optional[Path]) -> int:
     """Print every config name, or one config's path; or copy the configs folder to ``copy_to``."""
     if copy_to is not None:
-        shutil.copytree(shipped_dir('configs'), copy_to, dirs_exist_ok=True)
+        if copy_to.exists():
+            raise ValueError(f'{copy_to} exists: copy the configs to a new folder (nothing is overwritten)')
+        shutil.copytree(shipped_dir('configs'), copy_to, ignore=shutil.ignore_patterns('__pycache__'))
         print(f'copied the DCAL configs to {copy_to}')
     elif name is not None:
         print(config_path(name))
@@ -86,9 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='dcal', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for command, (script, _) in TOOLS.items():
+    for command, (script, _, _) in TOOLS.items():
         commands.add_parser(command, help=f'tools/{script} (dcal {command} --help lists its arguments)')
-    demo = commands.add_parser('demo', help='make demo: digits data, train, test, heat-maps (CPU, ~5 min)')
+    demo = commands.add_parser('demo', help='make demo: digits data, train, test, heat-maps (CPU, 5-7 min)')
     demo.add_argument('--out', type=Path, default=Path('demo_output'), help='output folder (default demo_output)')
     configs = commands.add_parser('configs', help='list the configs, print the path of one, or copy them')
     configs.add_argument('name', nargs='?', help='a config name (e.g. dcal_vit_cub): print its path')

@@ -69,4 +69,4 @@ def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path):
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith('RuntimeError') and TAGGED in message
-    assert 'network' in message and 'checkpoint_path' in message
+    assert 'network' in message and 'checkpoint_path' in message and 'model.checkpoint' in message

@@ -16,11 +16,11 @@ OPTION_FLAGS = (
     ('--digit-colour', 'digit_colour', str, None, "deciding digit's colour: random (default) or white"),
     ('--train-per-class', 'train_per_class', int, None, 'cub/stanford_cars/fgvc_aircraft: train images per class'),
     ('--test-per-class', 'test_per_class', int, None, 'cub/stanford_cars/fgvc_aircraft: test images per class'),
-    ('--num-train-ids', 'num_train_ids', int, None, 'veri776/msmt17: training identities'),
-    ('--images-per-train-id', 'images_per_train_id', int, None, 'veri776/msmt17: images per training identity'),
-    ('--num-test-ids', 'num_test_ids', int, None, 'veri776/msmt17: test identities (1 query each)'),
-    ('--gallery-per-test-id', 'gallery_per_test_id', int, None, 'veri776/msmt17: gallery images per test identity'),
-    ('--num-cameras', 'num_cameras', int, None, 'veri776/msmt17: cameras (rendering styles)'),
+    ('--num-train-ids', 'num_train_ids', int, None, 'Re-ID layouts: training identities'),
+    ('--images-per-train-id', 'images_per_train_id', int, None, 'Re-ID layouts: images per training identity'),
+    ('--num-test-ids', 'num_test_ids', int, None, 'Re-ID layouts: test identities (1 query each)'),
+    ('--gallery-per-test-id', 'gallery_per_test_id', int, None, 'Re-ID layouts: gallery images per test identity'),
+    ('--num-cameras', 'num_cameras', int, None, 'Re-ID layouts: cameras (rendering styles)'),
     ('--val-per-train-id', 'val_per_train_id', int, None, 'msmt17: extra images per training identity in list_val'),
 )
 

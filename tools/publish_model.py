@@ -27,6 +27,7 @@ def publish(in_file: str, out_file: str, trust_pickle: bool = False) -> str:
         raise ValueError(f'{in_file} has no state_dict: is it a checkpoint of tools/train.py?')
     published = dict(state_dict=checkpoint['state_dict'], meta=to_plain(checkpoint.get('meta', {})))
     stem = out_file[:-len('.pth')] if out_file.endswith('.pth') else out_file
+    os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
     temporary = stem + '.tmp.pth'
     torch.save(published, temporary)
     with open(temporary, 'rb') as file:

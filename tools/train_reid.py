@@ -27,8 +27,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('-t', '--targets', type=str, nargs='+', help='target datasets (delimited by space)')
     parser.add_argument('--root', type=str, default='', help='path to the data root (holds VeRi/ or msmt17/)')
     parser.add_argument('opts', default=None, nargs=argparse.REMAINDER,
-                        help='modify config options on the command line: KEY VALUE pairs')
-    return parser.parse_args(argv)
+                        help='modify config options on the command line: KEY VALUE pairs (after an optional --)')
+    args = parser.parse_args(argv)
+    args.opts = [opt for opt in args.opts if opt != '--']  # a -- separator, which REMAINDER keeps, is no pair
+    return args
 
 
 def build_config(args: argparse.Namespace) -> CfgNode:

@@ -312,7 +312,10 @@ def _create_timm_model(model_name: str, pretrained: Union[bool, str], **kwargs: 
             f'timm\'s pretrained weights {name!r} are neither in the Hugging Face hub cache nor downloadable here '
             f'({type(error).__name__}). Either run once with network access (timm downloads them into the hub '
             'cache, $HF_HOME or ~/.cache/huggingface, and reads them from there afterwards, also with '
-            'HF_HUB_OFFLINE=1), or pass a local weights file as checkpoint_path (.pth or .safetensors)') from error
+            'HF_HUB_OFFLINE=1), or give a local weights file (.pth, .safetensors or .npz) instead of pretrained: '
+            'checkpoint_path of DCALViT.from_timm and build_dcal_reid, model.backbone.checkpoint_path in MMPretrain '
+            'configs, model.checkpoint in torchreid yaml (torchreid\'s build_model: pretrained=False starts from '
+            'random weights)') from error
 
 
 def random_derangement(size: int, device: Optional[torch.device] = None) -> Tensor:

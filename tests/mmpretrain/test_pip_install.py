@@ -97,23 +97,31 @@ def test_tool_commands_resolve_a_config_name_and_leave_paths_alone(tmp_path):
     own = tmp_path / 'mine.py'
     own.write_text('')
     assert cli.tool_command('test', [str(own), 'ckpt.pth'])[2:] == [str(own), 'ckpt.pth']
-    with pytest.raises(SystemExit) as stop:
-        cli.main(['train', 'dcal_vit_birds'])
-    assert stop.value.code == 2
 
 
-def test_the_demo_runs_its_four_tools_with_the_trained_checkpoint(monkeypatch, tmp_path):
-    calls = []
+def test_refusals_name_what_to_do(monkeypatch, tmp_path, capsys):
+    (tmp_path / 'taken').mkdir()
+    for argv, message in ((['train', 'dcal_vit_birds'], "'dcal_vit_birds' is not a shipped config"),
+                          (['configs', '--copy', str(tmp_path / 'taken')], 'exists: copy the configs to a new folder')):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, 'find_spec', lambda name: None if name == 'onnxscript' else real_find_spec(name))
+    with pytest.raises(SystemExit):
+        cli.main(['export-onnx', 'dcal_vit_cub', 'ckpt.pth'])
+    assert 'needs onnxscript, which is not installed: pip install "dcal-plugin[onnx]"' in capsys.readouterr().err
 
-    def fake_tool(command, args):
-        calls.append((command, list(args)))
-        if command == 'train':
-            (tmp_path / 'work_dir').mkdir()
-            (tmp_path / 'work_dir' / 'last_checkpoint').write_text('CKPT\n')
-        return 0
-    monkeypatch.setattr(cli, 'run_tool', fake_tool)
-    assert cli.main(['demo', '--out', str(tmp_path)]) == 0
-    config = str(REPO / 'configs' / 'dcal_deit-tiny_digits-cub.py')
-    assert [command for command, _ in calls] == ['make-demo-data', 'train', 'test', 'vis-rollout']
-    assert calls[0][1][:3] == [str(tmp_path / 'data'), '--layout', 'cub']
-    assert calls[2][1][:2] == calls[3][1][:2] == [config, 'CKPT']
+
+def test_the_demo_runs_end_to_end_into_any_folder(monkeypatch, tmp_path):
+    """``dcal demo --out DIR`` at a reduced size (3 + 2 images per class, 1 epoch), from a folder without demo_output/."""
+    monkeypatch.setattr(cli, 'DEMO_DATA_ARGS', ('--layout', 'cub', '--image-size', '48', '--train-per-class', '3',
+                                                '--test-per-class', '2'))
+    full_tool = cli.run_tool
+    monkeypatch.setattr(cli, 'run_tool', lambda command, args: full_tool(
+        command, [*args, 'train_cfg.max_epochs=1'] if command == 'train' else args))  # onto its --cfg-options
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['demo', '--out', str(tmp_path / 'elsewhere')]) == 0
+    assert (tmp_path / 'elsewhere' / 'work_dir' / 'epoch_1.pth').is_file()
+    assert len(list((tmp_path / 'elsewhere' / 'heatmaps').glob('*_rollout.png'))) == 4
+    assert not (tmp_path / 'demo_output').exists()

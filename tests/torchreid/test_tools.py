@@ -68,7 +68,7 @@ def test_train_then_test_only_from_the_checkpoint(msmt_data, tmp_path):
 def test_demo_reid_writes_digits_and_prints_every_feature_beside_chance(tmp_path):
     small = ['num_train_ids=6', 'images_per_train_id=4', 'num_test_ids=4', 'gallery_per_test_id=3', 'num_cameras=4']
     out = tool('demo_reid.py', '--out', tmp_path, *[arg for option in small for arg in ('--data', option)],
-               'train.max_epoch', 1, 'train.batch_size', 8, 'test.batch_size', 16)
+               '--', 'train.max_epoch', 1, 'train.batch_size', 8, 'test.batch_size', 16)  # a -- separator is dropped
     assert (tmp_path / 'data' / VERI_FOLDER / VERI_NAME_LISTS['query']).read_text().count('.jpg') == 4
     assert sorted(results_table(out)) == ['GLCA', 'SA', 'SA+GLCA', 'random ranking']
     assert 'demo-reid took' in out and (tmp_path / 'log' / 'model' / 'model.pth.tar-1').is_file()
