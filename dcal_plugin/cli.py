@@ -16,20 +16,20 @@ from typing import List, Optional, Sequence
 from .layouts import CUB_FOLDER
 from .resources import config_names, config_path, shipped_dir, tool_path
 
-# command -> (tool script, how its config is given: 'first' positional, the value of an option, or None; the extra
+# command -> (tool script, how its config is given: 'first' positional, the value of an option, or None; the extras
 # of setup.cfg it needs)
 TOOLS = {
-    'train': ('train.py', 'first', 'mmpretrain'),
-    'test': ('test.py', 'first', 'mmpretrain'),
-    'vis-rollout': ('vis_rollout.py', 'first', 'mmpretrain'),
-    'export-onnx': ('export_onnx.py', 'first', 'onnx'),
-    'publish-model': ('publish_model.py', None, 'mmpretrain'),
-    'make-demo-data': ('make_demo_data.py', None, None),
-    'train-reid': ('train_reid.py', '--config-file', 'torchreid'),
-    'demo-reid': ('demo_reid.py', None, 'torchreid'),
+    'train': ('train.py', 'first', ('mmpretrain',)),
+    'test': ('test.py', 'first', ('mmpretrain',)),
+    'vis-rollout': ('vis_rollout.py', 'first', ('mmpretrain',)),
+    'export-onnx': ('export_onnx.py', 'first', ('mmpretrain', 'onnx')),
+    'publish-model': ('publish_model.py', None, ('mmpretrain',)),
+    'make-demo-data': ('make_demo_data.py', None, ()),
+    'train-reid': ('train_reid.py', '--config-file', ('torchreid',)),
+    'demo-reid': ('demo_reid.py', None, ('torchreid',)),
 }
 EXTRA_MODULES = {'mmpretrain': ('mmpretrain', 'mmengine'), 'torchreid': ('torchreid',),
-                 'onnx': ('mmpretrain', 'onnx', 'onnxscript')}  # what each extra installs, by import name
+                 'onnx': ('onnx', 'onnxscript')}  # what each extra installs, by import name
 DEMO_CONFIG = 'dcal_deit-tiny_digits-cub.py'
 # The built-in data of `make demo`: digits in the CUB-200-2011 layout, 10 classes x (150 train + 30 test).
 DEMO_DATA_ARGS = ('--layout', 'cub', '--overwrite', '--image-size', '48', '--digit-scale', '0.55', '0.9',
@@ -42,12 +42,12 @@ def resolve_config(argument: str) -> str:
 
 
 def check_extra(command: str) -> None:
-    """Raise naming the pip extra to install when a package ``command``'s tool imports is missing."""
-    extra = TOOLS[command][2]
-    missing = [name for name in EXTRA_MODULES.get(extra, ()) if importlib.util.find_spec(name) is None]
+    """Raise naming the pip extras to install when a package ``command``'s tool imports is missing."""
+    missing = {extra: names for extra in TOOLS[command][2]
+               if (names := [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None])}
     if missing:
-        raise ValueError(f'{command} needs {", ".join(missing)}, which is not installed: '
-                         f'pip install "dcal-plugin[{extra}]"')
+        raise ValueError(f'{command} needs {", ".join(name for names in missing.values() for name in names)}, '
+                         f'which is not installed: pip install "dcal-plugin[{",".join(missing)}]"')
 
 
 def tool_command(command: str, args: Sequence[str]) -> List[str]:

@@ -107,10 +107,13 @@ def test_refusals_name_what_to_do(monkeypatch, tmp_path, capsys):
             cli.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
     real_find_spec = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, 'find_spec', lambda name: None if name == 'onnxscript' else real_find_spec(name))
-    with pytest.raises(SystemExit):
-        cli.main(['export-onnx', 'dcal_vit_cub', 'ckpt.pth'])
-    assert 'needs onnxscript, which is not installed: pip install "dcal-plugin[onnx]"' in capsys.readouterr().err
+    for absent, message in (({'onnxscript'}, 'needs onnxscript, which is not installed: pip install "dcal-plugin[onnx]"'),
+                            ({'mmpretrain'}, 'needs mmpretrain, which is not installed: pip install "dcal-plugin[mmpretrain]"')):
+        monkeypatch.setattr(cli.importlib.util, 'find_spec',
+                            lambda name, absent=absent: None if name in absent else real_find_spec(name))
+        with pytest.raises(SystemExit):
+            cli.main(['export-onnx', 'dcal_vit_cub', 'ckpt.pth'])
+        assert message in capsys.readouterr().err
 
 
 def test_the_demo_runs_end_to_end_into_any_folder(monkeypatch, tmp_path):
