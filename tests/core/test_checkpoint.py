@@ -63,6 +63,20 @@ def test_checkpoint_of_another_depth_or_family_names_missing_and_unexpected_keys
         build(resnet)
 
 
+def test_long_key_lists_show_the_first_five_and_count_the_rest(tmp_path):
+    import re
+    resnet = timm.create_model('resnet18').state_dict()
+    torch.save(resnet, tmp_path / 'resnet.pth')
+    vit = DCALViT.from_timm('deit_tiny_patch16_224', **TINY_ARGS).vit.state_dict()
+    with pytest.raises(ValueError) as error:
+        build(tmp_path / 'resnet.pth')
+    listed = dict((title, (count, shown, more)) for title, count, shown, more in re.findall(
+        r'(missing|unexpected) \[(\d+)\]: ([^;]*?) \(and (\d+) more\)', str(error.value)))
+    for title, keys in (('missing', list(vit)), ('unexpected', list(resnet))):
+        count, shown, more = listed[title]
+        assert shown.split(', ') == keys[:5] and int(more) == int(count) - 5, title
+
+
 def test_checkpoint_is_read_with_weights_only(tiny_checkpoint, tmp_path):
     timm_model, _ = tiny_checkpoint
     path = tmp_path / 'with_args.pth'
