@@ -70,3 +70,35 @@ def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path):
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith('RuntimeError') and TAGGED in message
     assert 'network' in message and 'checkpoint_path' in message and 'model.checkpoint' in message
+
+
+class _Requested(Exception):
+    """Raised by the recording stand-in of ``timm.create_model`` once it has the requested name."""
+
+
+@pytest.mark.parametrize('entry, expected', [
+    ('core', 'vit_base_patch16_224.orig_in21k'),  # FGVC: Google's original 21k ViT-B/16, as TransFG
+    ('mmpretrain', 'vit_base_patch16_224.orig_in21k'),
+    ('torchreid', 'vit_base_patch16_224.orig_in21k_ft_in1k'),  # TransReID's jx_vit_base_p16_224-80ecf9dd.pth
+    ('core_r50', 'vit_base_r50_s16_224.orig_in21k'),
+])
+def test_pretrained_true_asks_timm_for_the_tag_of_the_papers_lineage(monkeypatch, entry, expected):
+    import dcal_plugin.core.pretrained as pretrained
+
+    def record(name, pretrained=False, **kwargs):
+        raise _Requested(name if pretrained else None)
+
+    monkeypatch.setattr(pretrained.timm, 'create_model', record)
+    with pytest.raises(_Requested) as requested:
+        if entry.startswith('core'):
+            from dcal_plugin.core import DCALViT
+            DCALViT.from_timm(expected.split('.')[0], pretrained=True)
+        elif entry == 'mmpretrain':
+            pytest.importorskip('mmpretrain')
+            from dcal_plugin.mmpretrain import DCALVisionTransformer
+            DCALVisionTransformer('vit_base_patch16_224', pretrained=True)
+        else:
+            torchreid = pytest.importorskip('torchreid')
+            import dcal_plugin.torchreid  # noqa: F401
+            torchreid.models.build_model('dcal_vit_base', num_classes=5)  # torchreid's default pretrained=True
+    assert str(requested.value) == expected

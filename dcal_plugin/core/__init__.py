@@ -1,15 +1,17 @@
 """Toolbox-agnostic DCAL in plain PyTorch + timm: never imports mmengine, mmpretrain or torchreid."""
 from .attention import attend, attend_with_map
 from .checkpoint import checkpoint_filter, load_timm_checkpoint
-from .dcal_vit import PAPER_PRETRAINED_TAGS, SUPPORTED_MODELS, DCALViT
+from .dcal_vit import DCALViT
 from .losses import LOG_VAR_BOUNDS, NonFiniteLossError, UncertaintyWeightedLoss, check_finite
 from .output import BRANCHES, DCALOutput
+from .pretrained import (
+    FGVC_PRETRAINED_TAGS, PAPER_PRETRAINED_TAGS, REID_PRETRAINED_TAGS, SUPPORTED_MODELS, paper_pretrained_tag)
 from .rollout import (
     attention_rollout, class_token_rollout, num_local_queries, random_local_queries, select_local_queries)
 
 __all__ = [
-    'BRANCHES', 'DCALOutput', 'DCALViT', 'LOG_VAR_BOUNDS', 'NonFiniteLossError', 'PAPER_PRETRAINED_TAGS',
-    'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend', 'attend_with_map', 'attention_rollout', 'check_finite',
-    'checkpoint_filter', 'class_token_rollout', 'load_timm_checkpoint', 'num_local_queries', 'random_local_queries',
-    'select_local_queries',
+    'BRANCHES', 'DCALOutput', 'DCALViT', 'FGVC_PRETRAINED_TAGS', 'LOG_VAR_BOUNDS', 'NonFiniteLossError',
+    'PAPER_PRETRAINED_TAGS', 'REID_PRETRAINED_TAGS', 'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend',
+    'attend_with_map', 'attention_rollout', 'check_finite', 'checkpoint_filter', 'class_token_rollout',
+    'load_timm_checkpoint', 'num_local_queries', 'paper_pretrained_tag', 'random_local_queries', 'select_local_queries',
 ]

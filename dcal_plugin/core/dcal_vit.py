@@ -15,24 +15,13 @@ from .blocks import global_local_cross_attention_block, self_and_pair_attention_
 from .checkpoint import load_timm_checkpoint
 from .forward_plan import ForwardPlan
 from .output import DCALOutput
+from .pretrained import SUPPORTED_MODELS, create_timm_model
 from .rollout import class_token_rollout, num_local_queries, random_local_queries, select_local_queries
 
 QUERY_SELECTIONS = ('rollout', 'random')
 # torch.profiler label of the forward's class-token rollout and top-R selection (benchmarks time it by this name)
 ROLLOUT_LABEL = 'dcal_rollout_and_selection'
 DERANGEMENT_DRAWS = 64  # permutations drawn at once for a PWCA partner assignment
-# timm's pretrained weights the paper fine-tunes (METHOD §7): DeiT on ImageNet-1k, ViT-B/16 and R50-ViT-B on
-# ImageNet-21k (the 384 hybrid has only its 1k fine-tuning in timm)
-PAPER_PRETRAINED_TAGS = {
-    'deit_tiny_patch16_224': 'fb_in1k', 'deit_small_patch16_224': 'fb_in1k', 'deit_base_patch16_224': 'fb_in1k',
-    'vit_base_patch16_224': 'augreg_in21k', 'vit_base_r50_s16_224': 'orig_in21k',
-    'vit_base_r50_s16_384': 'orig_in21k_ft_in1k',
-}
-SUPPORTED_MODELS = (
-    'deit_tiny_patch16_224', 'deit_small_patch16_224', 'deit_base_patch16_224',
-    'vit_base_patch16_224', 'vit_base_r50_s16_224', 'vit_base_r50_s16_384',
-)
-
 
 class DCALViT(nn.Module):
     """Dual Cross-Attention Learning around a timm ``VisionTransformer`` (`paper <https://arxiv.org/abs/2205.02151>`_).
@@ -131,8 +120,8 @@ class DCALViT(nn.Module):
     ) -> 'DCALViT':
         """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``) with its weights, wrap it.
 
-        Weights: ``pretrained=True`` loads timm's pretrained weights of the paper's tag
-        (:data:`PAPER_PRETRAINED_TAGS`; timm's default tag for other models), a string names the
+        Weights: ``pretrained=True`` loads timm's pretrained weights of the paper's FGVC tag
+        (:data:`FGVC_PRETRAINED_TAGS`; timm's default tag for other models), a string names the
         tag (e.g. ``'augreg2_in21k_ft_in1k'``); timm downloads them through its Hugging Face hub
         mechanism into the hub cache, and resizes the position embeddings to ``img_size``.
         ``checkpoint_path`` loads a local file instead. ``kwargs`` named like an argument of
@@ -149,7 +138,7 @@ class DCALViT(nn.Module):
             kwargs['img_size'] = img_size
         if pretrained and checkpoint_path is not None:
             raise ValueError('give either pretrained (timm\'s hub weights) or checkpoint_path (a local file), not both')
-        vit = _create_timm_model(model_name, pretrained, num_classes=num_classes, drop_path_rate=drop_path_rate,
+        vit = create_timm_model(model_name, pretrained, num_classes=num_classes, drop_path_rate=drop_path_rate,
                                  **kwargs)
         model = cls(vit, **dcal_kwargs)
         if checkpoint_path is not None:
@@ -297,25 +286,6 @@ class DCALViT(nn.Module):
         if bool((distractor_index == torch.arange(batch, device=distractor_index.device)).any()):
             raise ValueError('distractor_index pairs an image with itself; PWCA needs another image')
         return distractor_index.to(device)
-
-
-def _create_timm_model(model_name: str, pretrained: Union[bool, str], **kwargs: Any) -> VisionTransformer:
-    """``timm.create_model``, with the weights of ``pretrained`` (see ``from_timm``); one clear error when they can't be had."""
-    if not pretrained:
-        return timm.create_model(model_name, pretrained=False, **kwargs)
-    tag = PAPER_PRETRAINED_TAGS.get(model_name) if pretrained is True else pretrained
-    name = f'{model_name}.{tag}' if tag else model_name
-    try:
-        return timm.create_model(name, pretrained=True, **kwargs)
-    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError and connection errors
-        raise RuntimeError(
-            f'timm\'s pretrained weights {name!r} are neither in the Hugging Face hub cache nor downloadable here '
-            f'({type(error).__name__}). Either run once with network access (timm downloads them into the hub '
-            'cache, $HF_HOME or ~/.cache/huggingface, and reads them from there afterwards, also with '
-            'HF_HUB_OFFLINE=1), or give a local weights file (.pth, .safetensors or .npz) instead of pretrained: '
-            'checkpoint_path of DCALViT.from_timm and build_dcal_reid, model.backbone.checkpoint_path in MMPretrain '
-            'configs, model.checkpoint in torchreid yaml (torchreid\'s build_model: pretrained=False starts from '
-            'random weights)') from error
 
 
 def random_derangement(size: int, device: Optional[torch.device] = None) -> Tensor:

@@ -5,7 +5,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dcal_plugin.core import BRANCHES, LOG_VAR_BOUNDS, DCALOutput, DCALViT, UncertaintyWeightedLoss
+from dcal_plugin.core import (
+    BRANCHES, LOG_VAR_BOUNDS, DCALOutput, DCALViT, UncertaintyWeightedLoss, paper_pretrained_tag)
 
 REID_LOCAL_QUERY_RATIO = 0.3  # the paper's Re-ID R (METHOD §7)
 REID_DROP_PATH_RATE = 0.1  # TransReID's stochastic depth; the paper gives none
@@ -117,18 +118,22 @@ def build_dcal_reid(
         local_query_ratio: float = REID_LOCAL_QUERY_RATIO,
         drop_path_rate: float = REID_DROP_PATH_RATE,
         log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS,
+        pretrained: Union[bool, str] = False,
         **kwargs,
 ) -> DCALReID:
     """DCALReID on timm's ``model_name`` at ``img_size`` (H, W), optionally from a local timm checkpoint.
 
     ``local_query_ratio`` defaults to the paper's Re-ID R = 30%, ``drop_path_rate`` to TransReID's
     0.1; ``log_var_bounds`` goes to the loss weighting; ``pretrained=True`` loads timm's weights of
-    the paper's tag (``DCALViT.from_timm``), ``checkpoint_path`` a local file. ``kwargs`` are
+    the paper's Re-ID tag (:data:`~dcal_plugin.core.REID_PRETRAINED_TAGS`, through timm's hub as
+    ``DCALViT.from_timm``), a string another tag, ``checkpoint_path`` a local file. ``kwargs`` are
     DCAL's other options, by the names and with the defaults of :class:`~dcal_plugin.core.DCALViT`
     (``use_glca``, ``use_pwca``, ``query_selection``, ...), then ``timm.create_model``'s (e.g.
     ``depth``).
     """
+    if pretrained is True:
+        pretrained = paper_pretrained_tag(model_name, 'reid') or True
     dcal = DCALViT.from_timm(
-        model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0,
+        model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0, pretrained=pretrained,
         local_query_ratio=local_query_ratio, drop_path_rate=drop_path_rate, **kwargs)
     return DCALReID(dcal, num_classes, log_var_bounds=log_var_bounds)

@@ -66,8 +66,8 @@ def _build_from_factory(
 ) -> DCALReID:
     """``build_model``'s call: a DCALReID at ``img_size`` (H, W), with timm's pretrained weights by default.
 
-    ``pretrained=True`` (torchreid's default) loads timm's weights of the paper's tag through timm's
-    hub mechanism (see ``DCALViT.from_timm``). The train output serves :class:`DCALEngine` whatever
+    ``pretrained=True`` (torchreid's default) loads timm's weights of the paper's Re-ID tag through timm's
+    hub mechanism (see ``build_dcal_reid``). The train output serves :class:`DCALEngine` whatever
     ``loss`` says (``weight_t=0`` there is the softmax-only setting); ``use_gpu`` is accepted as
     torchreid passes it, and the caller moves the model.
     """

@@ -7,6 +7,8 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmpretrain.registry import MODELS
 
+from dcal_plugin.core import FGVC_PRETRAINED_TAGS
+
 from .conftest import REPO, small_config
 
 CONFIGS = sorted(p.name for p in (REPO / 'configs').glob('*.py'))
@@ -43,7 +45,7 @@ def test_config_builds_and_runs_one_forward(name):
     assert cfg.train_dataloader.dataset.type == CLASSES[dataset][0]
     # the paper's recipe (METHOD §7)
     assert cfg.model.backbone.local_query_ratio == 0.1 and cfg.train_dataloader.batch_size == 16
-    assert cfg.optim_wrapper.optimizer.type == 'Adam' and cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW' and cfg.optim_wrapper.optimizer.weight_decay == 0.05
     assert cfg.train_cfg.max_epochs == 100 and cfg.param_scheduler[-1].type == 'CosineAnnealingLR'
     assert [t['type'] for t in cfg.train_dataloader.dataset.pipeline][1:3] == ['Resize', 'RandomCrop']
     assert cfg.train_dataloader.dataset.pipeline[1].scale == (550, 550)
@@ -51,11 +53,15 @@ def test_config_builds_and_runs_one_forward(name):
     assert cfg.model.backbone.checkpoint_path is None  # reset above; the file itself sets a timm checkpoint
 
 
-def test_paper_configs_name_a_timm_checkpoint():
+def test_paper_configs_name_a_timm_checkpoint_of_the_papers_fgvc_tag():
     for name in CONFIGS:
         if 'digits' not in name:
             cfg = Config.fromfile(str(REPO / 'configs' / name))
-            assert cfg.model.backbone.checkpoint_path == f'checkpoints/{cfg.model.backbone.model_name}.pth'
+            model_name = cfg.model.backbone.model_name
+            # METHOD §7: DeiT on ImageNet-1k; ViT-B and R50-ViT-B on Google's original ImageNet-21k (TransFG's files)
+            tag = 'fb_in1k' if model_name.startswith('deit') else 'orig_in21k'
+            assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{tag}.pth'
+            assert FGVC_PRETRAINED_TAGS[model_name] == tag  # what pretrained=True downloads
 
 
 def test_learning_rate_follows_the_papers_batch_rule(digits_roots, tmp_path):
