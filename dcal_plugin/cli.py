@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .demo_data.options import DEMO_FGVC_OPTIONS
 from .layouts import CUB_FOLDER
-from .resources import config_names, config_path, shipped_dir, tool_path
+from .resources import builtin_checkpoint, config_names, config_path, shipped_dir, tool_path
 
 # command -> (tool script, how its config is given: 'first' positional, the value of an option, or None; the extras
 # of setup.cfg it needs)
@@ -25,15 +26,25 @@ TOOLS = {
     'export-onnx': ('export_onnx.py', 'first', ('mmpretrain', 'onnx')),
     'publish-model': ('publish_model.py', None, ('mmpretrain',)),
     'make-demo-data': ('make_demo_data.py', None, ()),
+    'pretrain-source-vit': ('pretrain_source_vit.py', None, ()),
     'train-reid': ('train_reid.py', '--config-file', ('torchreid',)),
     'demo-reid': ('demo_reid.py', None, ('torchreid',)),
 }
 EXTRA_MODULES = {'mmpretrain': ('mmpretrain', 'mmengine'), 'torchreid': ('torchreid',),
                  'onnx': ('onnx', 'onnxscript')}  # what each extra installs, by import name
 DEMO_CONFIG = 'dcal_deit-tiny_digits-cub.py'
+
+
+def option_flags(options: dict) -> List[str]:
+    """make_demo_data.py's flags for generator options: ``{'image_size': 48}`` -> ``['--image-size', '48']``."""
+    flags = []
+    for name, value in options.items():
+        flags += [f'--{name.replace("_", "-")}', *map(str, value if isinstance(value, tuple) else (value,))]
+    return flags
+
+
 # The built-in data of `make demo`: digits in the CUB-200-2011 layout, 10 classes x (150 train + 30 test).
-DEMO_DATA_ARGS = ('--layout', 'cub', '--overwrite', '--image-size', '48', '--digit-scale', '0.55', '0.9',
-                  '--clutter', '0.2', '--digit-colour', 'white', '--train-per-class', '150', '--test-per-class', '30')
+DEMO_DATA_ARGS = ('--layout', 'cub', '--overwrite', *option_flags(DEMO_FGVC_OPTIONS))
 
 
 def resolve_config(argument: str) -> str:
@@ -69,12 +80,13 @@ def run_tool(command: str, args: Sequence[str]) -> int:
 
 
 def run_demo(out: Path) -> int:
-    """``make demo``: write the digits data, train the demo config, test it, draw rollout heat-maps under ``out``."""
+    """``make demo``: write the digits data, fine-tune the built-in pretrained ViT, test, draw heat-maps under ``out``."""
     config, work_dir = str(config_path(DEMO_CONFIG)), out / 'work_dir'
     data_root = ['--cfg-options', *(f'{loader}.dataset.data_root={out / "data" / CUB_FOLDER}'
                                     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))]
     steps = [('make-demo-data', [str(out / 'data'), *DEMO_DATA_ARGS]),
-             ('train', [config, '--work-dir', str(work_dir), *data_root]),
+             ('train', [config, '--work-dir', str(work_dir), *data_root,
+                        f'model.backbone.checkpoint_path={builtin_checkpoint()}']),
              ('test', [config, None, '--work-dir', str(work_dir), *data_root]),
              ('vis-rollout', [config, None, '--test-set', '4', '--zoom', '4', '--out', str(out / 'heatmaps'),
                               *data_root])]
@@ -108,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for command, (script, _, _) in TOOLS.items():
         commands.add_parser(command, help=f'tools/{script} (dcal {command} --help lists its arguments)')
-    demo = commands.add_parser('demo', help='make demo: digits data, train, test, heat-maps (CPU, 5-7 min)')
+    demo = commands.add_parser('demo', help='make demo: digits data, fine-tune, test, heat-maps (CPU, minutes)')
     demo.add_argument('--out', type=Path, default=Path('demo_output'), help='output folder (default demo_output)')
     configs = commands.add_parser('configs', help='list the configs, print the path of one, or copy them')
     configs.add_argument('name', nargs='?', help='a config name (e.g. dcal_vit_cub): print its path')

@@ -68,3 +68,11 @@ class BoundingBoxLayout:
 MARKET1501 = BoundingBoxLayout('market1501', 'Market-1501-v15.09.15', '{pid:04d}_c{camera}s1_{frame:06d}_01.jpg', 6)
 # DukeMTMC-reID: dukemtmc-reid/DukeMTMC-reID/…/PPPP_cC_fFFFFFFF.jpg, cameras c1..c8
 DUKEMTMC_REID = BoundingBoxLayout('dukemtmc-reid', 'DukeMTMC-reID', '{pid:04d}_c{camera}_f{frame:07d}.jpg', 8)
+
+# Training images of the official releases, by the name each toolbox's reader goes by (mmpretrain's dataset types,
+# torchreid's dataset names): CUB train, Stanford Cars train, FGVC-Aircraft trainval, VeRi-776 image_train, MSMT17 V1
+# train + val (30,248 + 2,373; TransReID trains on both), Market-1501 and DukeMTMC-reID bounding_box_train.
+OFFICIAL_TRAIN_IMAGES = {
+    'CUB': 5994, 'StanfordCars': 8144, 'FGVCAircraft': 6667,
+    'veri776': 37778, 'msmt17': 32621, 'market1501': 12936, 'dukemtmcreid': 16522,
+}

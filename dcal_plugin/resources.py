@@ -10,6 +10,9 @@ from typing import List
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED = ('configs', 'tools')  # the folders a wheel carries under .mim/
 CONFIG_SUFFIXES = ('.py', '.yaml')
+# The built-in pretrained ViT (package data): timm's DeiT-Tiny layout, 4 blocks, 8x8 patches, 32x32, trained on the
+# digit pairs by tools/pretrain_source_vit.py; the demo and the rehearsal fine-tune it (dcal_plugin/source_pretraining.py)
+BUILTIN_CHECKPOINT = PACKAGE_DIR / 'pretrained' / 'deit-tiny-p8-d4_digit-pairs.pth'
 
 
 def shipped_dir(name: str) -> Path:
@@ -39,6 +42,14 @@ def config_path(name: str) -> Path:
         problem = 'is ambiguous' if matches else 'is not a shipped config'
         raise ValueError(f'{name!r} {problem}; the configs are: {", ".join(names)}')
     return shipped_dir('configs') / matches[0]
+
+
+def builtin_checkpoint() -> Path:
+    """The built-in pretrained ViT's file (a timm state_dict); its record is the ``.json`` beside it."""
+    if not BUILTIN_CHECKPOINT.is_file():
+        raise FileNotFoundError(f'the built-in pretrained ViT {BUILTIN_CHECKPOINT} is missing: write it with '
+                                f'python tools/pretrain_source_vit.py {BUILTIN_CHECKPOINT} (make pretrained)')
+    return BUILTIN_CHECKPOINT
 
 
 def tool_path(name: str) -> Path:

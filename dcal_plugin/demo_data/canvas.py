@@ -1,4 +1,4 @@
-"""Render one sample: a cluttered RGB canvas with one deciding handwritten digit pasted on it."""
+"""Render one sample: a cluttered RGB canvas with one deciding handwritten digit (or a pair) pasted on it."""
 import colorsys
 import math
 from dataclasses import dataclass
@@ -52,16 +52,7 @@ def render_sample(
 ) -> Rendered:
     """Render digit ink (8, 8) in [0, 1] at a random position/scale over clutter drawn with style and rng."""
     size = options.image_size
-    canvas = _noise_background(rng, style, size, options.clutter)
-    for _ in range(rng.poisson(6.0 * options.clutter)):
-        _paint(canvas, _blob_mask(rng, size), _jitter_colour(rng, style.tint, 60.0), rng.uniform(0.1, 0.35))
-    for _ in range(rng.poisson(5.0 * options.clutter)):
-        _paint(canvas, _stroke_mask(rng, size, style.stroke_angle), _bright_colour(rng), rng.uniform(0.15, 0.4))
-    for _ in range(rng.poisson(3.0 * options.clutter)):
-        _paint(canvas, _fragment_mask(rng, size, fragment_pool), _bright_colour(rng), rng.uniform(0.25, 0.5))
-    canvas += rng.normal(0.0, 2.0 + 8.0 * options.clutter, canvas.shape)
-    background = _to_uint8(canvas)
-
+    background = _to_uint8(_cluttered_canvas(rng, style, options, fragment_pool))
     side = round(rng.uniform(*options.digit_scale) * size)
     x, y = (int(v) for v in rng.integers(0, size - side + 1, size=2))
     alpha = np.zeros((size, size), np.float32)
@@ -70,6 +61,46 @@ def render_sample(
     colour = _bright_colour(rng)  # drawn in both modes, so that 'white' changes nothing else
     _paint(image, alpha, colour if options.digit_colour == 'random' else WHITE, 1.0)
     return Rendered(_to_uint8(image), background, alpha, _tight_box(alpha > INK_THRESHOLD), (x, y, side))
+
+
+def render_pair(
+    inks: Tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    style: Style,
+    options: RenderOptions,
+    fragment_pool: np.ndarray,
+) -> np.ndarray:
+    """Image (S, S, 3) uint8: two digits' ink (8, 8), the first in the left half and the second in the right, over clutter.
+
+    Each digit's side is ``digit_scale`` times the canvas side, at most half of it; its position
+    in its half is random.
+    """
+    size = options.image_size
+    image = _cluttered_canvas(rng, style, options, fragment_pool)
+    half = size // 2
+    for slot, ink in enumerate(inks):
+        side = min(half, round(rng.uniform(*options.digit_scale) * size))
+        x = slot * half + int(rng.integers(0, half - side + 1))
+        y = int(rng.integers(0, size - side + 1))
+        alpha = np.zeros((size, size), np.float32)
+        alpha[y:y + side, x:x + side] = _resize_ink(ink, side, side)
+        _paint(image, alpha, _bright_colour(rng) if options.digit_colour == 'random' else WHITE, 1.0)
+    return _to_uint8(image)
+
+
+def _cluttered_canvas(rng: np.random.Generator, style: Style, options: RenderOptions,
+                      fragment_pool: np.ndarray) -> np.ndarray:
+    """Canvas (S, S, 3) float32: tinted noise, blobs, strokes and digit fragments as much as ``clutter``, pixel noise."""
+    size = options.image_size
+    canvas = _noise_background(rng, style, size, options.clutter)
+    for _ in range(rng.poisson(6.0 * options.clutter)):
+        _paint(canvas, _blob_mask(rng, size), _jitter_colour(rng, style.tint, 60.0), rng.uniform(0.1, 0.35))
+    for _ in range(rng.poisson(5.0 * options.clutter)):
+        _paint(canvas, _stroke_mask(rng, size, style.stroke_angle), _bright_colour(rng), rng.uniform(0.15, 0.4))
+    for _ in range(rng.poisson(3.0 * options.clutter)):
+        _paint(canvas, _fragment_mask(rng, size, fragment_pool), _bright_colour(rng), rng.uniform(0.25, 0.5))
+    canvas += rng.normal(0.0, 2.0 + 8.0 * options.clutter, canvas.shape)
+    return canvas
 
 
 def _noise_background(rng: np.random.Generator, style: Style, size: int, clutter: float) -> np.ndarray:

@@ -5,6 +5,13 @@ from typing import Any, Dict, Sequence, Tuple, Type, TypeVar
 
 OptionsT = TypeVar('OptionsT', bound='RenderOptions')
 DIGIT_COLOURS = ('random', 'white')
+# The built-in data sets (seed 0) of `make demo` (digits-CUB: 10 classes x (150 train + 30 test) on 48x48 canvases)
+# and of `make demo-reid` (digits-VeRi-776: big clean digits on 32x32 canvases; 30 training identities, i.e.
+# handwritten samples, x 40 views, 50 test identities); `make ablation` uses both.
+DEMO_FGVC_OPTIONS = dict(image_size=48, digit_scale=(0.55, 0.9), clutter=0.2, digit_colour='white',
+                         train_per_class=150, test_per_class=30)
+DEMO_REID_OPTIONS = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_ids=30,
+                         images_per_train_id=40, num_test_ids=50, gallery_per_test_id=5, num_cameras=6)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from .plain_checkpoint_hook import PlainCheckpointHook
 from .rollout_hook import AttentionRolloutHook, draw_rollouts
 from .runner import DCALRunner, build_trained_model
 from .seed_hook import EpochSeedHook
+from .weight_drift_hook import WeightDriftHook
 
 __all__ = [
     'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALOptimWrapperConstructor', 'DCALRunner',
     'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook', 'PlainCheckpointHook',
-    'build_trained_model', 'check_image_files', 'draw_rollouts',
+    'WeightDriftHook', 'build_trained_model', 'check_image_files', 'draw_rollouts',
 ]

@@ -27,10 +27,10 @@ def digits_roots(tmp_path_factory):
 
 
 def small_config(data_root: Path, work_dir: Path, layout: str = 'cub', max_epochs: int = 1) -> Config:
-    """The digits demo config shrunk for tests: 2 blocks, 32×32 inputs, batch 8, no timm checkpoint."""
+    """The digits demo config shrunk for tests: 2 blocks, 32×32 inputs, batch 8, from random weights."""
     cfg = Config.fromfile(str(DEMO_CONFIG))
     spec = DATASETS[layout]
-    cfg.model.backbone.update(img_size=32, depth=2)
+    cfg.model.backbone.update(img_size=32, depth=2, checkpoint_path=None)
     cfg.train_pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomCrop', crop_size=32, padding=2),
                           dict(type='PackInputs')]
     cfg.test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 32)), dict(type='PackInputs')]
