@@ -1,5 +1,5 @@
 """``DCALVisionTransformer``: the core ``DCALViT`` as an mmpretrain backbone."""
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Tuple, Union
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
@@ -20,15 +20,22 @@ class BranchFeatures(NamedTuple):
     mmpretrain's stock heads (``LinearClsHead``, ``VisionTransformerClsHead``, ...) classify
     ``feats[-1]``, the last stage of a multi-stage backbone: here PWCA's feature in training (a
     classifier trained on the wrong branch, without an error) and None in evaluation. So indexing
-    from the end raises a ``TypeError`` naming ``DCALClsHead`` at the head's first call, before
-    any optimizer step, in eager mode and under ``torch.compile`` alike (dynamo traces this method).
+    from the end raises a ``TypeError`` naming ``DCALClsHead``. Why a refusal, and why here
+    [ours]: putting SA last would train SA alone while GLCA and PWCA run unused, silent as well;
+    ``ImageClassifier`` builds backbone and head apart, so the one place where they meet is the
+    head reading these features. That is the head's first call: the first training (or
+    validation) step, before any optimizer step; under ``torch.compile`` too (dynamo traces this
+    method and raises the same error); DDP wraps the whole classifier, so the features never leave
+    it; ``extract_feat(stage='backbone')`` users get the same error for ``feats[-1]``. A stock neck
+    that pools maps (``GlobalAveragePooling``, ``GeM``) fails at its first call on its own (these
+    features are already pooled, ``[B, C]``); ``LinearNeck`` reads ``feats[-1]`` and gets this error.
     """
 
     sa: Tensor
     glca: Optional[Tensor]
     pwca: Optional[Tensor]
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Union[int, slice]) -> Any:
         """``tuple`` indexing, refused for negative integers (the stock heads' ``feats[-1]``)."""
         if isinstance(index, int) and index < 0:
             raise TypeError(
