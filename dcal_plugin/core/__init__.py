@@ -1,6 +1,6 @@
 """Toolbox-agnostic DCAL in plain PyTorch + timm: never imports mmengine, mmpretrain or torchreid."""
 from .attention import attend, attend_with_map
-from .checkpoint import checkpoint_filter, load_timm_checkpoint
+from .checkpoint import checkpoint_filter, load_timm_checkpoint, load_timm_state_dict
 from .dcal_vit import DCALViT
 from .losses import LOG_VAR_BOUNDS, NonFiniteLossError, UncertaintyWeightedLoss, check_finite
 from .output import BRANCHES, DCALOutput
@@ -13,5 +13,6 @@ __all__ = [
     'BRANCHES', 'DCALOutput', 'DCALViT', 'FGVC_PRETRAINED_TAGS', 'LOG_VAR_BOUNDS', 'NonFiniteLossError',
     'PAPER_PRETRAINED_TAGS', 'REID_PRETRAINED_TAGS', 'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend',
     'attend_with_map', 'attention_rollout', 'check_finite', 'checkpoint_filter', 'class_token_rollout',
-    'load_timm_checkpoint', 'num_local_queries', 'paper_pretrained_tag', 'random_local_queries', 'select_local_queries',
+    'load_timm_checkpoint', 'load_timm_state_dict', 'num_local_queries', 'paper_pretrained_tag',
+    'random_local_queries', 'select_local_queries',
 ]

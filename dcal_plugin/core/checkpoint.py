@@ -1,4 +1,4 @@
-"""Loading timm checkpoint files into a timm ``VisionTransformer``, through timm's own filter functions and readers."""
+"""Loading timm checkpoints (files or state_dicts) into a timm ``VisionTransformer`` through timm's filters and readers."""
 import copy
 import functools
 import importlib
@@ -31,45 +31,64 @@ def checkpoint_filter(model_name: str) -> Callable[[Dict[str, Tensor], nn.Module
 def load_timm_checkpoint(model: VisionTransformer, checkpoint_path: str, model_name: str) -> None:
     """Load a timm checkpoint file: a state_dict (``.pth``/``.safetensors``) or an original ViT ``.npz``.
 
-    A state_dict file (or a dict with ``model``/``state_dict``) is read with ``weights_only=True``;
-    position embeddings (and patch embeddings) are resized by timm's own filter for ``model_name``,
-    exactly as ``timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))``
-    resizes them. An ``.npz`` file (Google's ViT, R50+ViT hybrid and AugReg releases) is read by
-    timm's ``model.load_pretrained``, which maps its arrays and resizes the position embeddings
-    as timm does for those files; an ``.npz`` with more blocks than the model gives its first ones,
-    as in timm. Either way the classifier is dropped when its shape differs from the model's (e.g.
-    ``num_classes=0`` or another label set), and any other difference raises one ``ValueError``
-    naming the file and what does not fit (the first mismatched keys); the model is changed only
-    when the file fits.
+    A state_dict file (or a dict with ``model``/``state_dict``) is read with ``weights_only=True``
+    and loaded by :func:`load_timm_state_dict`. An ``.npz`` file (Google's ViT, R50+ViT hybrid and
+    AugReg releases) is read by timm's ``model.load_pretrained``, which maps its arrays and resizes
+    the position embeddings as timm does for those files; an ``.npz`` with more blocks than the
+    model gives its first ones, as in timm. Either way the classifier is dropped when its shape
+    differs from the model's (e.g. ``num_classes=0`` or another label set), and any other
+    difference raises one ``ValueError`` naming the file and what does not fit (the first
+    mismatched keys); the model is changed only when the file fits.
     """
     if not os.path.isfile(checkpoint_path):
         raise FileNotFoundError(f'timm checkpoint file not found: {checkpoint_path}')
     if os.path.splitext(checkpoint_path)[-1].lower() == '.npz':
-        state_dict = _read_npz(model, str(checkpoint_path), model_name)
+        _load_fitting(model, _read_npz(model, str(checkpoint_path), model_name), model_name, checkpoint_path)
     else:
-        state_dict = _read_state_dict(model, str(checkpoint_path), model_name)
+        load_timm_state_dict(model, read_state_dict(str(checkpoint_path)), model_name, checkpoint_path)
+
+
+def load_timm_state_dict(model: VisionTransformer, state_dict: Dict[str, Tensor], model_name: str,
+                         source: str = 'state_dict') -> None:
+    """Load a state_dict by timm's names, position (and patch) embeddings resized by timm's filter for ``model_name``.
+
+    The resizing is exactly what ``timm.create_model(..., pretrained=True,
+    pretrained_cfg_overlay=dict(file=...))`` does. The classifier is dropped when its shape differs
+    from the model's; any other difference raises one ``ValueError`` naming ``source`` (the file or
+    URL the weights came from) and the first mismatched, missing and unexpected keys; the model is
+    changed only when the state_dict fits.
+    """
+    try:
+        filtered = checkpoint_filter(model_name)(state_dict, model)
+    except _FIT_ERRORS as error:
+        raise ValueError(f'checkpoint {source} does not fit {model_name}: {error}') from error
+    _load_fitting(model, filtered, model_name, source)
+
+
+def read_state_dict(checkpoint_path: str) -> Dict[str, Tensor]:
+    """The state_dict of a ``.pth``/``.safetensors`` file (or its ``model``/``state_dict``), read ``weights_only``."""
+    try:
+        return load_state_dict(checkpoint_path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise ValueError(f'could not read {checkpoint_path} with weights_only=True (a file holding pickled '
+                         f'objects besides tensors is refused: save the state_dict alone): {error}') from error
+
+
+def check_fits(state_dict: Dict[str, Tensor], expected: Dict[str, Tensor], what: str) -> None:
+    """Raise one ``ValueError`` naming ``what`` and the mismatched, missing and unexpected keys, unless they fit."""
+    problems = _mismatches(state_dict, expected)
+    if problems:
+        raise ValueError(f'{what}: ' + '; '.join(problems))
+
+
+def _load_fitting(model: VisionTransformer, state_dict: Dict[str, Tensor], model_name: str, source: str) -> None:
+    """Load timm-named weights, a classifier of another shape dropped, once they fit the model (else ``ValueError``)."""
     expected = model.state_dict()
     for key in _CLASSIFIER_KEYS:
         if key in state_dict and (key not in expected or state_dict[key].shape != expected[key].shape):
             del state_dict[key]
-    problems = _mismatches(state_dict, expected)
-    if problems:
-        raise ValueError(f'checkpoint {checkpoint_path} does not match {_describe(model, model_name)}: '
-                         + '; '.join(problems))
+    check_fits(state_dict, expected, f'checkpoint {source} does not match {_describe(model, model_name)}')
     model.load_state_dict(state_dict, strict=False)
-
-
-def _read_state_dict(model: VisionTransformer, checkpoint_path: str, model_name: str) -> Dict[str, Tensor]:
-    """The file's state_dict, read with ``weights_only=True``, through timm's filter for ``model_name``."""
-    try:
-        state_dict = load_state_dict(checkpoint_path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise ValueError(f'could not read {checkpoint_path} with weights_only=True (a file holding pickled '
-                         f'objects besides tensors is refused: save the state_dict alone): {error}') from error
-    try:
-        return checkpoint_filter(model_name)(state_dict, model)
-    except _FIT_ERRORS as error:
-        raise ValueError(f'checkpoint {checkpoint_path} does not fit {model_name}: {error}') from error
 
 
 def _read_npz(model: VisionTransformer, checkpoint_path: str, model_name: str) -> Dict[str, Tensor]:

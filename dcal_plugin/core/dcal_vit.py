@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .attention import AttentionMap, MapRows
 from .attention_map_kernel import softmax_with_head_mean
 from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
-from .checkpoint import load_timm_checkpoint
+from .checkpoint import check_fits, load_timm_checkpoint, load_timm_state_dict
 from .forward_plan import ForwardPlan
 from .output import DCALOutput
 from .pretrained import SUPPORTED_MODELS, create_timm_model
@@ -163,6 +163,28 @@ class DCALViT(nn.Module):
     def load_timm_checkpoint(self, checkpoint_path: str) -> None:
         """Load a timm checkpoint file into the SA branch (see ``load_timm_checkpoint``), then re-copy GLCA from it."""
         load_timm_checkpoint(self.vit, checkpoint_path, self.vit.pretrained_cfg['architecture'])
+        self._copy_sa_into_glca()
+
+    def load_timm_state_dict(self, state_dict: Dict[str, Tensor], source: str = 'state_dict') -> None:
+        """Load a timm state_dict into the SA branch (see ``load_timm_state_dict``), then re-copy GLCA from it."""
+        load_timm_state_dict(self.vit, state_dict, self.vit.pretrained_cfg['architecture'], source)
+        self._copy_sa_into_glca()
+
+    def load_dcal_state_dict(self, state_dict: Dict[str, Tensor], source: str = 'state_dict') -> None:
+        """Load a ``DCALViT`` state_dict (``vit.*``, ``glca_*``), SA's position embeddings resized as a timm file's.
+
+        GLCA's weights must fit exactly (they hold no size-dependent tensor); any difference raises
+        one ``ValueError`` naming ``source`` and the keys, and the model is changed only when all fits.
+        """
+        sa_state = {key[len('vit.'):]: value for key, value in state_dict.items() if key.startswith('vit.')}
+        glca_state = {key: value for key, value in state_dict.items() if not key.startswith('vit.')}
+        expected = {key: value for key, value in self.state_dict().items() if not key.startswith('vit.')}
+        check_fits(glca_state, expected, f'DCAL checkpoint {source} does not match the GLCA branch')
+        load_timm_state_dict(self.vit, sa_state, self.vit.pretrained_cfg['architecture'], source)
+        self.load_state_dict(glca_state, strict=False)
+
+    def _copy_sa_into_glca(self) -> None:
+        """Set GLCA's block, norm and classifier to copies of SA block ``glca_block_index``, SA's norm and classifier."""
         if not self.use_glca:
             return
         self.glca_block.load_state_dict(self.vit.blocks[self.glca_block_index].state_dict())

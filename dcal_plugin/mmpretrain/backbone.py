@@ -1,21 +1,60 @@
 """``DCALVisionTransformer``: the core ``DCALViT`` as an mmpretrain backbone."""
-from typing import Optional, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Tuple, Union
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..core import DCALViT
+from .checkpoint import load_pretrained
+
+# mmpretrain VisionTransformer options that select per-block outputs, which DCAL does not give
+_PER_BLOCK_OPTIONS = ('out_indices', 'out_type')
+_EMBEDDING_PARAMETERS = ('dcal.vit.cls_token', 'dcal.vit.pos_embed', 'dcal.vit.patch_embed.', 'dcal.vit.norm_pre.')
+
+
+class BranchFeatures(NamedTuple):
+    """The backbone's output: each branch's class-token feature ``[B, C]`` or None, by name or by position 0, 1, 2.
+
+    mmpretrain's stock heads (``LinearClsHead``, ``VisionTransformerClsHead``, ...) classify
+    ``feats[-1]``, the last stage of a multi-stage backbone: here PWCA's feature in training (a
+    classifier trained on the wrong branch, without an error) and None in evaluation. So indexing
+    from the end raises a ``TypeError`` naming ``DCALClsHead``. Why a refusal, and why here
+    [ours]: putting SA last would train SA alone while GLCA and PWCA run unused, silent as well;
+    ``ImageClassifier`` builds backbone and head apart, so the one place where they meet is the
+    head reading these features. That is the head's first call: the first training (or
+    validation) step, before any optimizer step; under ``torch.compile`` too (dynamo traces this
+    method and raises the same error); DDP wraps the whole classifier, so the features never leave
+    it; ``extract_feat(stage='backbone')`` users get the same error for ``feats[-1]``. A stock neck
+    that pools maps (``GlobalAveragePooling``, ``GeM``) fails at its first call on its own (these
+    features are already pooled, ``[B, C]``); ``LinearNeck`` reads ``feats[-1]`` and gets this error.
+    """
+
+    sa: Tensor
+    glca: Optional[Tensor]
+    pwca: Optional[Tensor]
+
+    def __getitem__(self, index: Union[int, slice]) -> Any:
+        """``tuple`` indexing, refused for negative integers (the stock heads' ``feats[-1]``)."""
+        if isinstance(index, int) and index < 0:
+            raise TypeError(
+                f'DCALVisionTransformer returns the branch features (sa, glca, pwca), not stages: feats[{index}] is '
+                'PWCA\'s feature in training and None in evaluation. mmpretrain\'s stock heads (LinearClsHead, '
+                'VisionTransformerClsHead, ...) classify feats[-1]: use head=dict(type=\'DCALClsHead\', ...), '
+                'which classifies SA, GLCA and PWCA, and no neck; read a feature as feats.sa or feats[0]')
+        return tuple.__getitem__(self, index)
 
 
 @MODELS.register_module()
 class DCALVisionTransformer(BaseModule):
-    """DCAL on a timm ViT/DeiT/R50-hybrid, returning the branch class tokens ``(sa, glca, pwca)``, each ``[B, C]`` or None.
+    """DCAL on a timm ViT/DeiT/R50-hybrid, returning the branch class tokens ``(sa, glca, pwca)``, :class:`BranchFeatures`.
 
-    Train mode returns all three (the PWCA partner is another image of the mini-batch); in eval
-    mode PWCA is None, and so is GLCA with ``sa_only_inference``; a branch switched off by
-    ``use_glca``/``use_pwca`` is always None.
+    Train mode returns all three, each ``[B, C]`` (the PWCA partner is another image of the
+    mini-batch); in eval mode PWCA is None, and so is GLCA with ``sa_only_inference``; a branch
+    switched off by ``use_glca``/``use_pwca`` is always None. Only :class:`DCALClsHead` reads
+    these: a stock head's ``feats[-1]`` is refused (:class:`BranchFeatures`), and so are
+    ``out_indices`` and ``out_type`` (there are no per-block maps to select).
 
     Args:
         model_name (str): a timm model name, e.g. ``'vit_base_patch16_224'``.
@@ -30,9 +69,19 @@ class DCALVisionTransformer(BaseModule):
         with_cp (bool): activation checkpointing of every block (mmpretrain's name for the core's
             ``grad_checkpointing``): less memory, one more forward per block in training.
             Defaults to False.
-        init_cfg (dict, optional): a ``Pretrained`` init_cfg without ``prefix`` names a timm
-            checkpoint file; with ``prefix`` (e.g. ``'backbone.'`` of an mmpretrain DCAL
-            checkpoint) it is handled by mmengine as usual.
+        frozen_stages (int): as mmpretrain's ``VisionTransformer``: N > 0 freezes the patch
+            embedding, class token, position embedding (and ``norm_pre``) and SA blocks 0..N-1,
+            plus the final norm when N is the depth; frozen modules have no gradient and stay in
+            eval mode (no dropout, no drop path) through ``train()``. GLCA's block is frozen with
+            its source block ``glca_block_index`` [ours: it is a copy of that block and runs
+            beside it on the same tokens, its depth in :meth:`get_layer_depth` too; so freezing
+            every block is a linear probe of both features], GLCA's norm with the final norm.
+            Defaults to -1 (nothing frozen).
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=...)``
+            loads, in ``init_weights``, a timm checkpoint, an mmpretrain model-zoo ``VisionTransformer``
+            (ViT, DeiT; ``prefix='backbone.'``) or a DCAL backbone (``prefix='backbone.'`` of a DCAL
+            run's checkpoint, GLCA included); see
+            :func:`~dcal_plugin.mmpretrain.checkpoint.load_pretrained`. Any other init_cfg is mmengine's.
         **kwargs: DCAL's options, by the names and with the defaults of
             :class:`~dcal_plugin.core.DCALViT` (``local_query_ratio``, ``glca_block_index``,
             ``use_glca``, ``use_pwca``, ``sa_only_inference``, ``query_selection``, ...), then
@@ -47,17 +96,27 @@ class DCALVisionTransformer(BaseModule):
             pretrained: Union[bool, str] = False,
             drop_path_rate: float = 0.0,
             with_cp: bool = False,
+            frozen_stages: int = -1,
             init_cfg: Optional[dict] = None,
             **kwargs,
     ) -> None:
         if sum((bool(pretrained), checkpoint_path is not None, init_cfg is not None)) > 1:
             raise ValueError('give one of pretrained, checkpoint_path and init_cfg')
+        per_block = [name for name in _PER_BLOCK_OPTIONS if name in kwargs]
+        if per_block:
+            raise ValueError(f'{", ".join(per_block)} not supported: DCALVisionTransformer returns each branch\'s '
+                             'normed class token (sa, glca, pwca), not per-block outputs; remove the option')
         if checkpoint_path is not None:
             init_cfg = dict(type='Pretrained', checkpoint=checkpoint_path)
         super().__init__(init_cfg=init_cfg)
         self.dcal = DCALViT.from_timm(
             model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate, pretrained=pretrained,
             grad_checkpointing=with_cp or kwargs.pop('grad_checkpointing', False), **kwargs)
+        depth = len(self.dcal.vit.blocks)
+        if frozen_stages > depth:
+            raise ValueError(f'frozen_stages must be at most the depth {depth} (-1: none), got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self._freeze_stages()
 
     @property
     def embed_dim(self) -> int:
@@ -65,24 +124,79 @@ class DCALVisionTransformer(BaseModule):
         return self.dcal.vit.embed_dim
 
     def init_weights(self) -> None:
-        """Load a timm checkpoint through the core (filter, resizing, GLCA copy), else mmengine's initialisation."""
-        timm_file = self._timm_checkpoint()
-        if timm_file is None:
+        """Load a ``Pretrained`` init_cfg's checkpoint (timm, mmpretrain ViT/DeiT, DCAL), else initialise as mmengine."""
+        pretrained = self._pretrained_cfg()
+        if pretrained is None:
             super().init_weights()
             return
-        self.dcal.load_timm_checkpoint(timm_file)
+        checkpoint, prefix = pretrained['checkpoint'], pretrained.get('prefix')
+        checkpoint_format = load_pretrained(self.dcal, checkpoint, prefix)
         self._is_init = True
-        print_log(f'DCALVisionTransformer: loaded timm checkpoint {timm_file} '
-                  f'({self.dcal.vit.pretrained_cfg["architecture"]}, grid {self.dcal.grid_size})', logger='current')
+        print_log(f'DCALVisionTransformer: loaded {checkpoint_format} weights from {checkpoint}'
+                  f'{f" (prefix {prefix!r})" if prefix else ""} into {self.dcal.vit.pretrained_cfg["architecture"]}, '
+                  f'grid {self.dcal.grid_size}', logger='current')
 
-    def forward(self, x: Tensor) -> Tuple[Optional[Tensor], ...]:
+    def forward(self, x: Tensor) -> BranchFeatures:
         """Images ``[B, 3, H, W]`` -> branch features ``(sa, glca, pwca)``, each ``[B, C]`` or None (branch not run)."""
         out = self.dcal(x)
-        return out.sa_feature, out.glca_feature, out.pwca_feature
+        return BranchFeatures(out.sa_feature, out.glca_feature, out.pwca_feature)
 
-    def _timm_checkpoint(self) -> Optional[str]:
-        """The timm file named by a ``Pretrained`` init_cfg without ``prefix``, else None."""
+    def train(self, mode: bool = True) -> 'DCALVisionTransformer':
+        """``nn.Module.train``, the ``frozen_stages`` modules kept in eval mode."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """mmpretrain's layer depth of a parameter and the number of depths, L + 2, for layer-wise lr decay.
+
+        As mmpretrain's ``VisionTransformer``: 0 for the embedding (patch embedding, class token,
+        position embedding; also ``norm_pre``, which acts on it before block 0 [ours: mmpretrain's
+        own ``pre_norm`` falls through to the last depth]), i + 1 for SA block i, L + 1 for the
+        final norm and everything outside the backbone (the head). GLCA's block gets the depth of
+        SA block ``glca_block_index`` [ours]: it starts as a copy of that pretrained block and
+        runs beside it on the tokens entering it, so it is as far from the output and should move
+        as little; GLCA's norm gets the final norm's depth.
+        """
+        num_depths = len(self.dcal.vit.blocks) + 2
+        if not param_name.startswith(prefix):  # the head
+            return num_depths - 1, num_depths
+        name = param_name[len(prefix):]
+        if name.startswith('dcal.vit.blocks.'):
+            return int(name.split('.')[3]) + 1, num_depths
+        if name.startswith('dcal.glca_block.'):
+            return self.dcal.glca_block_index + 1, num_depths
+        if name.startswith(_EMBEDDING_PARAMETERS):
+            return 0, num_depths
+        return num_depths - 1, num_depths
+
+    def _freeze_stages(self) -> None:
+        """Switch off the gradient of the ``frozen_stages`` modules and parameters, and put the modules in eval mode."""
+        parameters = [self.dcal.vit.cls_token, self.dcal.vit.pos_embed] if self.frozen_stages > 0 else []
+        for module in self._frozen_modules():
+            module.eval()
+            parameters.extend(module.parameters())
+        for parameter in parameters:
+            parameter.requires_grad = False
+
+    def _frozen_modules(self) -> List[nn.Module]:
+        """The modules ``frozen_stages`` freezes: embedding, first blocks (GLCA's with its source), norms after all."""
+        if self.frozen_stages <= 0:
+            return []
+        vit, dcal = self.dcal.vit, self.dcal
+        modules = [vit.patch_embed, vit.pos_drop, vit.patch_drop, vit.norm_pre, *vit.blocks[:self.frozen_stages]]
+        if dcal.use_glca and dcal.glca_block_index < self.frozen_stages:
+            modules.append(dcal.glca_block)
+        if self.frozen_stages == len(vit.blocks):
+            modules += [vit.norm, dcal.glca_norm] if dcal.use_glca else [vit.norm]
+        return modules
+
+    def _pretrained_cfg(self) -> Optional[dict]:
+        """The ``Pretrained`` init_cfg, or None; a list holding one is refused (mmengine would load it unchecked)."""
         cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and 'prefix' not in cfg:
-            return cfg['checkpoint']
+        if isinstance(cfg, dict):
+            return cfg if cfg.get('type') == 'Pretrained' else None
+        if any(entry.get('type') == 'Pretrained' for entry in cfg or []):
+            raise ValueError('give the Pretrained init_cfg of DCALVisionTransformer alone, as a dict, not in a list')
         return None

@@ -55,6 +55,14 @@ class DCALClsHead(ClsHead):
         classifiers = (self.sa_fc, self.glca_fc, self.sa_fc)
         return tuple(None if feature is None else classifier(feature) for classifier, feature in zip(classifiers, feats))
 
+    def pre_logits(self, feats: Sequence[Optional[Tensor]]) -> Tensor:
+        """Branch features ``(sa, glca[, pwca])`` -> what the prediction classifies: SA ‖ GLCA ``[B, 2C]`` (SA alone without GLCA).
+
+        ``ImageClassifier.extract_feat(stage='pre_logits')`` returns it (mmpretrain's feature
+        extraction); PWCA, a training branch, is left out.
+        """
+        return torch.cat([feature for feature in feats[:2] if feature is not None], dim=-1)
+
     def loss(self, feats: Sequence[Optional[Tensor]], data_samples: List[DataSample], **kwargs) -> dict:
         """Uncertainty-weighted losses of the branches present in the train-mode features ``(sa, glca, pwca)``."""
         if len(feats) != len(BRANCHES):

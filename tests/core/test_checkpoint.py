@@ -36,6 +36,19 @@ def test_checkpoint_formats_load_the_same_weights(tiny_checkpoint, tmp_path, wra
     torch.testing.assert_close(model.glca_head.weight, timm_model.head.weight)
 
 
+def test_a_state_dict_goes_through_the_files_resizing_and_checks(tiny_checkpoint):
+    timm_model, path = tiny_checkpoint
+    from_file = build(path, img_size=96)
+    from_state = DCALViT.from_timm('deit_tiny_patch16_224', **dict(TINY_ARGS, img_size=96))
+    from_state.load_timm_state_dict(timm_model.state_dict(), source='the tiny model')
+    for name, value in from_file.state_dict().items():
+        assert torch.equal(from_state.state_dict()[name], value), name  # pos_embed resized to 6×6, GLCA copied
+    assert from_state.vit.pos_embed.shape == (1, 37, 192)
+    shallow = {key: value for key, value in timm_model.state_dict().items() if not key.startswith('blocks.2.')}
+    with pytest.raises(ValueError, match=r'checkpoint the tiny model does not match .*missing \[12\]: blocks\.2\.'):
+        from_state.load_timm_state_dict(shallow, source='the tiny model')
+
+
 def test_classifier_of_another_size_is_dropped(tiny_checkpoint):
     timm_model, path = tiny_checkpoint
     model = build(path, num_classes=7)
