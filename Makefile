@@ -7,7 +7,7 @@ DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 ABLATION := work_dirs/ablation/fgvc
 
-.PHONY: install test demo demo-reid bench ablation mutation clean
+.PHONY: install test demo demo-reid bench ablation rehearsal pretrained mutation clean
 
 install: $(STAMP)
 
@@ -46,6 +46,16 @@ ablation: install
 		--baseline $$(cat $(ABLATION)/SA_only/seed0/last_checkpoint) --baseline-name 'plain ViT (SA only)' \
 		--baseline-cfg-options model.backbone.use_glca=False model.backbone.use_pwca=False \
 		--cfg-options test_dataloader.dataset.data_root=work_dirs/ablation/data/CUB_200_2011 --out-dir docs
+
+# The paper's recipes, scaled down, fine-tune the built-in pretrained ViT (and from scratch, and with torch's coupled
+# Adam decay of old): per-block weight drift per epoch and accuracy / mAP -> docs/rehearsal.{md,png,json}.
+rehearsal: install
+	$(PY) tools/rehearsal.py
+
+# The built-in pretrained ViT (dcal_plugin/pretrained/, shipped with its record): 20 epochs on the digit pairs, ~25 min.
+PRETRAINED := dcal_plugin/pretrained/deit-tiny-p8-d4_digit-pairs.pth
+pretrained: install
+	$(PY) tools/pretrain_source_vit.py $(PRETRAINED)
 
 # Mutation testing of the model's arithmetic (dcal_plugin/core; config in pyproject.toml) -> mutants/.
 # One thread per test process: mutmut forks its workers, and a forked OpenMP pool spins until the time limit.

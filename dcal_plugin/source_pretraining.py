@@ -36,7 +36,7 @@ class PretrainingSettings:
 
     train_images: int = 20000
     test_images: int = 2000
-    epochs: int = 6
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
