@@ -52,8 +52,8 @@ ablation: install
 rehearsal: install
 	$(PY) tools/rehearsal.py
 
-# The built-in pretrained ViT (dcal_plugin/pretrained/, shipped with its record): 20 epochs on the digit pairs, ~25 min.
-PRETRAINED := dcal_plugin/pretrained/deit-tiny-p8-d4_digit-pairs.pth
+# The built-in pretrained ViT (configs/_pretrained_/, shipped with its record): 20 epochs on the digit pairs, ~25 min.
+PRETRAINED := configs/_pretrained_/deit-tiny-p8-d4_digit-pairs.pth
 pretrained: install
 	$(PY) tools/pretrain_source_vit.py $(PRETRAINED)
 

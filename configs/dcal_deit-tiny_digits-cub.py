@@ -1,9 +1,8 @@
 # CPU demo (`make demo`): the paper's FGVC recipe (configs/dcal_deit-tiny_cub.py), scaled down, fine-tuning a
 # pretrained ViT as a user fine-tunes timm's ImageNet weights. Only the model, image size, data and epochs shrink:
 # - model: DeiT-Tiny's width (192, 3 heads) with 4 blocks and 8x8 patches, from the built-in pretrained ViT
-#   (dcal_plugin/pretrained/, written by tools/pretrain_source_vit.py: timm's format, trained at 32x32 on which two
-#   digits a canvas shows), loaded through checkpoint_path with its position embeddings resized from 4x4 to 6x6
-#   patches (the path is relative to a clone's root; `dcal demo` passes the installed file's);
+#   (configs/_pretrained_/, written by tools/pretrain_source_vit.py: timm's format, trained at 32x32 on which two
+#   digits a canvas shows), loaded through checkpoint_path with its position embeddings resized from 4x4 to 6x6;
 # - images: 48x48 crops of 59x59 resized images (the paper: 448 of 550), flipped at random;
 # - data: digits in the CUB-200-2011 layout (10 classes, 150 train + 30 test images each), written by
 #     python tools/make_demo_data.py demo_output/data --layout cub --image-size 48 --digit-scale 0.55 0.9 \
@@ -18,7 +17,7 @@
 _base_ = ['./dcal_deit-tiny_cub.py']
 
 data_root = 'demo_output/data/CUB_200_2011'
-pretrained_checkpoint = 'dcal_plugin/pretrained/deit-tiny-p8-d4_digit-pairs.pth'
+pretrained_checkpoint = '{{ fileDirname }}/_pretrained_/deit-tiny-p8-d4_digit-pairs.pth'  # beside this file
 max_epochs = 10
 
 model = dict(

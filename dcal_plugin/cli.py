@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 
 from .demo_data.options import DEMO_FGVC_OPTIONS
 from .layouts import CUB_FOLDER
-from .resources import builtin_checkpoint, config_names, config_path, shipped_dir, tool_path
+from .resources import config_names, config_path, shipped_dir, tool_path
 
 # command -> (tool script, how its config is given: 'first' positional, the value of an option, or None; the extras
 # of setup.cfg it needs)
@@ -85,8 +85,7 @@ def run_demo(out: Path) -> int:
     data_root = ['--cfg-options', *(f'{loader}.dataset.data_root={out / "data" / CUB_FOLDER}'
                                     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))]
     steps = [('make-demo-data', [str(out / 'data'), *DEMO_DATA_ARGS]),
-             ('train', [config, '--work-dir', str(work_dir), *data_root,
-                        f'model.backbone.checkpoint_path={builtin_checkpoint()}']),
+             ('train', [config, '--work-dir', str(work_dir), *data_root]),
              ('test', [config, None, '--work-dir', str(work_dir), *data_root]),
              ('vis-rollout', [config, None, '--test-set', '4', '--zoom', '4', '--out', str(out / 'heatmaps'),
                               *data_root])]

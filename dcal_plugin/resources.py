@@ -10,9 +10,9 @@ from typing import List
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED = ('configs', 'tools')  # the folders a wheel carries under .mim/
 CONFIG_SUFFIXES = ('.py', '.yaml')
-# The built-in pretrained ViT (package data): timm's DeiT-Tiny layout, 4 blocks, 8x8 patches, 32x32, trained on the
-# digit pairs by tools/pretrain_source_vit.py; the demo and the rehearsal fine-tune it (dcal_plugin/source_pretraining.py)
-BUILTIN_CHECKPOINT = PACKAGE_DIR / 'pretrained' / 'deit-tiny-p8-d4_digit-pairs.pth'
+# The built-in pretrained ViT, shipped with the configs (the demo config names it relative to itself): timm's DeiT-Tiny
+# layout, 4 blocks, 8x8 patches, 32x32, trained on the digit pairs by tools/pretrain_source_vit.py
+BUILTIN_CHECKPOINT = Path('_pretrained_', 'deit-tiny-p8-d4_digit-pairs.pth')  # under configs/
 
 
 def shipped_dir(name: str) -> Path:
@@ -46,10 +46,11 @@ def config_path(name: str) -> Path:
 
 def builtin_checkpoint() -> Path:
     """The built-in pretrained ViT's file (a timm state_dict); its record is the ``.json`` beside it."""
-    if not BUILTIN_CHECKPOINT.is_file():
-        raise FileNotFoundError(f'the built-in pretrained ViT {BUILTIN_CHECKPOINT} is missing: write it with '
-                                f'python tools/pretrain_source_vit.py {BUILTIN_CHECKPOINT} (make pretrained)')
-    return BUILTIN_CHECKPOINT
+    path = shipped_dir('configs') / BUILTIN_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f'the built-in pretrained ViT {path} is missing: write it with '
+                                f'python tools/pretrain_source_vit.py {path} (make pretrained)')
+    return path
 
 
 def tool_path(name: str) -> Path:

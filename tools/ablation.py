@@ -118,10 +118,9 @@ def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int
     cfg.model.backbone.update(switches)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(data_root)
-    warmup = min(2, epochs - 1)  # the demo's schedule, over ``epochs``
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=warmup, convert_to_iter_based=True),
-        dict(type='CosineAnnealingLR', T_max=epochs - warmup, by_epoch=True, begin=warmup, end=epochs)][warmup == 0:]
+    scale = epochs / cfg.train_cfg.max_epochs  # the demo's schedule, stretched over ``epochs``
+    cfg.param_scheduler = [dict(scheduler, **{key: scheduler[key] * scale for key in ('begin', 'end', 'T_max')
+                                              if key in scheduler}) for scheduler in cfg.param_scheduler]
     cfg.train_cfg.update(max_epochs=epochs, val_interval=1)
     cfg.default_hooks.checkpoint.update(interval=epochs, max_keep_ckpts=1)
     cfg.custom_hooks = [hook for hook in cfg.custom_hooks if hook['type'] != 'AttentionRolloutHook']

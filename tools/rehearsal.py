@@ -2,7 +2,7 @@
 
 Every paper row fine-tunes ImageNet weights; a recipe mistake that erases them (torch's coupled
 ``Adam(weight_decay=0.05)``) does not show from scratch. Here the shipped recipes fine-tune the
-built-in pretrained ViT (``dcal_plugin/pretrained``, trained on which two digits a canvas shows,
+built-in pretrained ViT (``configs/_pretrained_``, trained on which two digits a canvas shows,
 none of the target test samples) with only the model, image size, data and epochs shrunk:
 
 - FGVC: ``configs/dcal_deit-tiny_digits-cub.py`` (the paper's FGVC recipe scaled down, the demo) on

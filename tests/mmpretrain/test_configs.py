@@ -91,3 +91,25 @@ def test_the_demo_config_classifies_an_image_of_any_size(height, width):
     image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
     [result] = ImageClassificationInferencer(model=cfg)(image)
     assert 0 <= result['pred_label'] < 10
+
+
+def test_the_demo_config_fine_tunes_the_built_in_pretrained_vit_from_any_folder(tmp_path, monkeypatch):
+    """Its checkpoint_path names the shipped file beside the config, whatever the working folder (a pip user's)."""
+    from dcal_plugin.resources import builtin_checkpoint
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(str(REPO / 'configs' / 'dcal_deit-tiny_digits-cub.py'))
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    weights = torch.load(builtin_checkpoint(), weights_only=True)
+    vit = model.backbone.dcal.vit
+    torch.testing.assert_close(vit.blocks[3].attn.qkv.weight, weights['blocks.3.attn.qkv.weight'])
+    assert weights['pos_embed'].shape[1] == 1 + 4 * 4 and vit.pos_embed.shape[1] == 1 + 6 * 6  # resized on load
+    # the paper's recipe but for the lr: x 40 keeps its lr summed over the schedule (the config's comment)
+    paper = Config.fromfile(str(REPO / 'configs' / 'dcal_deit-tiny_cub.py'))
+    assert cfg.optim_wrapper.optimizer.type == paper.optim_wrapper.optimizer.type == 'AdamW'
+    assert cfg.optim_wrapper.optimizer.lr == 40 * paper.optim_wrapper.optimizer.lr
+    assert cfg.auto_scale_lr == paper.auto_scale_lr and cfg.train_dataloader.batch_size == 16
+    assert cfg.train_dataloader.dataset.pipeline[1:4] == [
+        dict(type='Resize', scale=(59, 59)), dict(type='RandomCrop', crop_size=48),
+        dict(type='RandomFlip', prob=0.5, direction='horizontal')]
