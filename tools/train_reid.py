@@ -1,7 +1,7 @@
 """Train and test DCAL Re-ID through torchreid's engine, in the style of torchreid's scripts/main.py.
 
     python tools/train_reid.py --config-file configs/reid/dcal_deit-tiny_veri776.yaml --root DATA \\
-        model.checkpoint deit_tiny_patch16_224.pth [KEY VALUE ...]
+        model.checkpoint checkpoints/deit_tiny_patch16_224.fb_in1k.pth [KEY VALUE ...]
 
 Test only: ``test.evaluate True model.load_weights LOG/model/model.pth.tar-120``.
 Resume: ``model.resume LOG/model/model.pth.tar-60``.

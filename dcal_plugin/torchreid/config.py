@@ -1,4 +1,6 @@
-"""The yacs configuration of ``tools/train_reid.py``: torchreid's keys, the paper's Re-ID recipe (METHOD §7) as defaults."""
+"""The yacs configuration of ``tools/train_reid.py``: torchreid's keys; defaults are the paper's Re-ID recipe
+(METHOD §7), and TransReID's ViT baseline (``configs/{VeRi,MSMT17}/vit_base.yml`` of damo-cv/TransReID) where the
+paper is silent."""
 from typing import Any, Dict
 
 from yacs.config import CfgNode
@@ -7,12 +9,13 @@ from dcal_plugin.core import LOG_VAR_BOUNDS, DCALViT
 
 from .model import REID_DROP_PATH_RATE, REID_LOCAL_QUERY_RATIO
 from .registry import timm_model_name
+from .transforms import TRANSREID
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def get_default_config() -> CfgNode:
-    """Defaults: DeiT-Tiny DCAL on VeRi-776 at 256×256, SGD 0.008, cosine over 120 epochs, 16 ids × 4 images."""
+    """Defaults: DeiT-Tiny DCAL on VeRi-776 at 256×256, SGD 0.008, cosine, 120 epochs, 16 ids × 4 images; TransReID's rest."""
     cfg = CfgNode()
 
     cfg.model = CfgNode()
@@ -26,6 +29,9 @@ def get_default_config() -> CfgNode:
         cfg.model[name] = default
     cfg.model.local_query_ratio = REID_LOCAL_QUERY_RATIO
     cfg.model.drop_path_rate = REID_DROP_PATH_RATE
+    # The retrieval feature SA ‖ GLCA is taken before BNNeck and L2-normalised (TransReID's NECK_FEAT 'before',
+    # FEAT_NORM 'yes'): 'each' half separately [ours] or the 'concat'enation
+    cfg.model.retrieval_norm = 'each'
     cfg.model.timm_kwargs = CfgNode(new_allowed=True)  # extra timm.create_model arguments (e.g. depth, patch_size)
 
     cfg.data = CfgNode()
@@ -35,10 +41,15 @@ def get_default_config() -> CfgNode:
     cfg.data.workers = 4
     cfg.data.height = 256
     cfg.data.width = 256
+    # torchreid's: train on train, query and gallery (for msmt17 also val) -- never for test results; MSMT17's
+    # train + val, as TransReID trains it, is the dataset 'msmt17_trainval'
     cfg.data.combineall = False
-    # TransReID's flip, pad-and-crop and random erasing, as torchreid names them ('random_crop'
-    # enlarges by 1/8 and crops back: torchreid's stand-in for padding 10).
-    cfg.data.transforms = ['random_flip', 'random_crop', 'random_erase']
+    # 'transreid': TransReID's train transform (flip 0.5, padding 10 then a random crop, random erasing 0.5 with
+    # per-pixel noise; dcal_plugin.torchreid.transforms), alone; otherwise torchreid's names (whose 'random_crop'
+    # enlarges by 1/8 and crops back half of the time, and 'random_erase' fills with a constant)
+    cfg.data.transforms = [TRANSREID]
+    # [ours for DeiT] ImageNet's statistics, which DeiT was trained with; TransReID normalises every backbone with
+    # mean = std = 0.5, which the ViT and R50-ViT configs set (the statistics of Google's ViT weights)
     cfg.data.norm_mean = list(IMAGENET_MEAN)
     cfg.data.norm_std = list(IMAGENET_STD)
     cfg.data.save_dir = 'log'
@@ -51,6 +62,8 @@ def get_default_config() -> CfgNode:
     cfg.train.optim = 'sgd'  # 'sgd' or 'adamw'
     cfg.train.lr = 0.008
     cfg.train.weight_decay = 1e-4
+    cfg.train.bias_lr_factor = 2.0  # biases train at this times lr (TransReID's BIAS_LR_FACTOR)
+    cfg.train.weight_decay_bias = 1e-4  # and with this weight decay (TransReID's WEIGHT_DECAY_BIAS)
     cfg.train.max_epoch = 120
     cfg.train.start_epoch = 0
     cfg.train.batch_size = 64  # 16 identities x 4 images
@@ -59,11 +72,13 @@ def get_default_config() -> CfgNode:
     cfg.train.lr_scheduler = 'cosine'  # torchreid's: 'single_step', 'multi_step' or 'cosine'
     cfg.train.stepsize = [40]
     cfg.train.gamma = 0.1
-    cfg.train.warmup_epochs = 5  # linear warm-up (TransReID)
+    cfg.train.warmup_epochs = 5  # linear warm-up (TransReID; its exact per-epoch values differ, see build_scheduler)
     cfg.train.warmup_factor = 0.01  # warm-up starts at warmup_factor * lr
     cfg.train.print_freq = 20
     cfg.train.seed = 1
-    cfg.train.amp = ''  # mixed precision of the train step: 'bfloat16', 'float16' (dynamic loss scale) or '' (float32)
+    # mixed precision of the train step: 'bfloat16', 'float16' (dynamic loss scale) or '' (float32) [ours: TransReID
+    # trains under float16 autocast; float32 computes the same on a CPU and a GPU]
+    cfg.train.amp = ''
     cfg.train.compile = False  # True: torch.compile the model's forward (nn.Module.compile; state_dict keys unchanged)
 
     cfg.sgd = CfgNode()
@@ -74,9 +89,9 @@ def get_default_config() -> CfgNode:
 
     cfg.loss = CfgNode()
     cfg.loss.softmax = CfgNode()
-    cfg.loss.softmax.label_smooth = True
+    cfg.loss.softmax.label_smooth = False  # TransReID's IF_LABELSMOOTH 'off'
     cfg.loss.triplet = CfgNode()
-    cfg.loss.triplet.margin = 0.3
+    cfg.loss.triplet.margin = None  # None: soft margin (TransReID's NO_MARGIN True); a number: torchreid's hinge
     cfg.loss.triplet.weight_t = 1.0
     cfg.loss.triplet.weight_x = 1.0
     cfg.loss.uncertainty = CfgNode()
@@ -85,7 +100,9 @@ def get_default_config() -> CfgNode:
     cfg.test = CfgNode()
     cfg.test.batch_size = 128
     cfg.test.dist_metric = 'euclidean'
-    cfg.test.normalize_feature = True  # L2-normalised features, as TransReID tests
+    # L2-normalise the concatenation (TransReID's FEAT_NORM 'yes'); changes no ranking, the model's eval output is
+    # already normalised (model.retrieval_norm)
+    cfg.test.normalize_feature = True
     cfg.test.ranks = [1, 5, 10, 20]
     cfg.test.evaluate = False  # test only
     cfg.test.eval_freq = -1
@@ -109,20 +126,24 @@ def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'pretrained': cfg.model.pretrained,
         'drop_path_rate': cfg.model.drop_path_rate,
         'log_var_bounds': None if bounds is None else tuple(bounds),
+        'retrieval_norm': cfg.model.retrieval_norm,
         **{name: cfg.model[name] for name in DCALViT.option_defaults()},
         **dict(cfg.model.timm_kwargs),
     }
 
 
 def imagedata_kwargs(cfg: CfgNode) -> Dict[str, Any]:
-    """Arguments of ``torchreid.data.ImageDataManager``."""
+    """Arguments of ``torchreid.data.ImageDataManager``; 'transreid' is left out of ``data.transforms`` (see runner)."""
+    if TRANSREID in cfg.data.transforms and len(cfg.data.transforms) > 1:
+        raise ValueError(f"data.transforms: '{TRANSREID}' is TransReID's whole train transform and replaces "
+                         f"torchreid's; give it alone, got {cfg.data.transforms}")
     return {
         'root': cfg.data.root,
         'sources': cfg.data.sources,
         'targets': cfg.data.targets,
         'height': cfg.data.height,
         'width': cfg.data.width,
-        'transforms': cfg.data.transforms,
+        'transforms': [name for name in cfg.data.transforms if name != TRANSREID],
         'norm_mean': cfg.data.norm_mean,
         'norm_std': cfg.data.norm_std,
         'use_gpu': cfg.use_gpu,
@@ -141,6 +162,8 @@ def optimizer_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'optim': cfg.train.optim,
         'lr': cfg.train.lr,
         'weight_decay': cfg.train.weight_decay,
+        'bias_lr_factor': cfg.train.bias_lr_factor,
+        'weight_decay_bias': cfg.train.weight_decay_bias,
         'momentum': cfg.sgd.momentum,
         'adam_beta1': cfg.adam.beta1,
         'adam_beta2': cfg.adam.beta2,

@@ -1,4 +1,4 @@
-"""VeRi-776 for torchreid: ``ROOT/VeRi/image_{train,query,test}`` and ``name_{train,query,test}.txt``."""
+"""Datasets torchreid lacks: VeRi-776, and MSMT17 trained on its train + val lists (as TransReID trains it)."""
 from pathlib import Path
 from typing import List, Tuple
 
@@ -58,3 +58,23 @@ def relabel(items: List[Item]) -> List[Item]:
     """Replace vehicle ids by their rank ``0..N-1`` among the ids present (ascending)."""
     labels = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in items}))}
     return [(path, labels[pid], camid) for path, pid, camid in items]
+
+
+class MSMT17TrainVal(torchreid.data.ImageDataset):
+    """MSMT17 (V1 or V2 under ``root/msmt17``) with training on ``list_train.txt`` + ``list_val.txt``.
+
+    TransReID's MSMT17 reader trains on both lists; torchreid's ``msmt17`` trains on the train
+    list only, and its ``combineall=True``, which adds the val list, then also moves query and
+    gallery into training (its base class's ``combine_all``): a test on training images. This
+    dataset reads the four lists with torchreid's own ``msmt17`` reader and adds the val images
+    only; query and gallery are torchreid's. The val list holds other images of the train
+    identities, under the same labels (1,041 identities either way).
+    """
+
+    dataset_dir = 'msmt17'
+
+    def __init__(self, root: str = '', **kwargs) -> None:
+        split = torchreid.data.datasets.image.MSMT17(root=root, verbose=False)
+        val = split.process_dir(split.train_dir, split.list_val_path)
+        train, query, gallery = ([item[:3] for item in items] for items in (split.train, split.query, split.gallery))
+        super().__init__(train + val, query, gallery, **kwargs)

@@ -1,4 +1,4 @@
-"""DCALEngine: torchreid's triplet engine with DCAL's three branches and uncertainty-weighted loss (METHOD §5)."""
+"""DCALEngine: torchreid's triplet engine with DCAL's three branches, TransReID's losses, uncertainty weighting (METHOD §5)."""
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -7,6 +7,7 @@ from torch import Tensor
 
 from dcal_plugin.core import BRANCHES, check_finite
 
+from .losses import SoftMarginTripletLoss
 from .model import DCALReID
 
 AMP_DTYPES = (None, 'bfloat16', 'float16')  # mixed precision of the train step (float16 with a dynamic loss scale)
@@ -16,23 +17,42 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
     """torchreid's ``ImageTripletEngine`` for :class:`DCALReID`; only ``forward_backward`` differs.
 
     Per step: the train forward runs SA, GLCA and PWCA (each image's PWCA partner is another
-    image of the batch); each branch's loss is ``weight_x·CE(logits) + weight_t·triplet(feature)``
-    with torchreid's own criteria (label smoothing and hard-mining triplet, TransReID's baseline);
-    the three (or those not switched off) are combined by the model's ``loss_weighting``. The returned meters are the total
-    and per-branch losses, the weights ``w_*`` = exp(-log_var) and the SA ID accuracy.
+    image of the batch); each branch's loss is ``weight_x·CE(logits) + weight_t·triplet(feature)``,
+    the ID loss on the logits after the branch's BNNeck and the triplet loss on its feature before
+    it. The defaults are the losses of TransReID's ViT baseline, which the paper follows (METHOD §5;
+    ``configs/{VeRi,MSMT17}/vit_base.yml`` of damo-cv/TransReID): cross-entropy without label
+    smoothing (``IF_LABELSMOOTH: 'off'``) and the batch-hard triplet loss with a soft margin
+    (``NO_MARGIN: True``, :class:`~dcal_plugin.torchreid.losses.SoftMarginTripletLoss`);
+    ``margin=0.3, label_smooth=True`` give torchreid's hinge ``TripletLoss`` and smoothed
+    cross-entropy instead. Where TransReID adds ID and triplet loss of its one branch, the three
+    branch losses (or those not switched off) are combined by the model's ``loss_weighting``
+    (DCAL's uncertainty weighting). The returned meters are the total and per-branch losses, the
+    weights ``w_*`` = exp(-log_var) and the SA ID accuracy. The rest of that baseline lives with
+    its pieces: the retrieval feature (:class:`DCALReID`: before BNNeck, L2-normalised), SGD with
+    the biases' lr ×2 and weight decay 1e-4 (``build_optimizer``), the warm-up and cosine schedule
+    (``build_scheduler``), the train transform (``transforms.use_transreid_train_transform``) and
+    MSMT17's train + val lists (the dataset ``msmt17_trainval``). [ours] float32 unless
+    ``amp_dtype`` is given (TransReID trains under float16 autocast), so that a CPU run and a GPU
+    run compute the same thing by default.
 
     Construction fails with a clear message when the scheduler is None (torchreid's checkpoints
     need one), when the model's classes differ from the training identities or its image size
     from the data manager's ``height`` × ``width``, or when a query
     identity of a test set has no gallery image (torchreid's ``evaluate_rank`` would skip it
-    silently). Arguments are those of ``ImageTripletEngine``, and ``amp_dtype``: the train
+    silently). Arguments are those of ``ImageTripletEngine`` with TransReID's defaults
+    (``margin=None``: the soft margin; ``label_smooth=False``), and ``amp_dtype``: the train
     forward under ``torch.autocast`` in ``'bfloat16'`` or ``'float16'`` (with a dynamic loss
     scale, ``torch.amp.GradScaler``), None for float32.
+
+    Examples::
+
+        engine = DCALEngine(datamanager, model, optimizer, scheduler=scheduler)  # see build_engine
+        engine.run(save_dir='log/dcal', max_epoch=120, eval_freq=10, normalize_feature=True)
     """
 
-    def __init__(self, datamanager, model: DCALReID, optimizer: torch.optim.Optimizer, margin: float = 0.3,
-                 weight_t: float = 1.0, weight_x: float = 1.0, scheduler=None, use_gpu: bool = True,
-                 label_smooth: bool = True, amp_dtype: Optional[str] = None) -> None:
+    def __init__(self, datamanager, model: DCALReID, optimizer: torch.optim.Optimizer,
+                 margin: Optional[float] = None, weight_t: float = 1.0, weight_x: float = 1.0, scheduler=None,
+                 use_gpu: bool = True, label_smooth: bool = False, amp_dtype: Optional[str] = None) -> None:
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(f'amp_dtype must be one of {AMP_DTYPES}, got {amp_dtype!r}')
         if not isinstance(model, DCALReID):
@@ -47,6 +67,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         check_query_identities(datamanager.test_dataset)
         super().__init__(datamanager, model, optimizer, margin=margin, weight_t=weight_t, weight_x=weight_x,
                          scheduler=scheduler, use_gpu=use_gpu, label_smooth=label_smooth)
+        if margin is None:  # torchreid's TripletLoss only has the hinge
+            self.criterion_t = SoftMarginTripletLoss()
         self.batch_idx = 0  # torchreid's train loop sets it per step; a step called on its own is iteration 1
         self.amp_dtype = None if amp_dtype is None else getattr(torch, amp_dtype)
         device_type = model.loss_weighting.log_vars.device.type

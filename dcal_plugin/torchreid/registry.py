@@ -1,11 +1,11 @@
-"""Adding DCAL's model names to torchreid's model factory and VeRi-776 to its image datasets."""
+"""Adding DCAL's model names to torchreid's model factory, and VeRi-776 and MSMT17 train + val to its image datasets."""
 import functools
 from types import ModuleType
 from typing import Callable, Dict, Tuple
 
 import torchreid
 
-from .datasets import VeRi776
+from .datasets import MSMT17TrainVal, VeRi776
 from .model import DCALReID, build_dcal_reid
 
 # torchreid model name -> timm model name.
@@ -21,7 +21,7 @@ MODEL_NAMES = {
 FACTORY_SIZES = {'': (256, 128), '_256x256': (256, 256)}
 FACTORY_NAMES = {f'{name}{suffix}': (timm_name, size)
                  for name, timm_name in MODEL_NAMES.items() for suffix, size in FACTORY_SIZES.items()}
-DATASETS = {'veri776': VeRi776}
+DATASETS = {'veri776': VeRi776, 'msmt17_trainval': MSMT17TrainVal}
 _FACTORY_NAME = '__model_factory'
 
 

@@ -10,11 +10,21 @@ from .engine import DCALEngine
 from .evaluation import RankResult, chance_level, check_evaluable, evaluate_branches, format_results
 from .model import build_dcal_reid
 from .optim import build_optimizer, build_scheduler
+from .transforms import TRANSREID, use_transreid_train_transform
+
+
+def build_datamanager(cfg: CfgNode) -> torchreid.data.ImageDataManager:
+    """torchreid's ``ImageDataManager``; with 'transreid' in ``data.transforms``, TransReID's train transform."""
+    datamanager = torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
+    if TRANSREID in cfg.data.transforms:
+        use_transreid_train_transform(datamanager)
+        print(f'Train transform replaced by TransReID\'s: {datamanager.transform_tr}')
+    return datamanager
 
 
 def build_engine(cfg: CfgNode) -> DCALEngine:
     """torchreid's data manager, the DCAL model (plus ``model.load_weights``), optimizer, scheduler and engine."""
-    datamanager = torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
+    datamanager = build_datamanager(cfg)
     check_evaluable(datamanager.test_dataset, cfg.test.ranks)
     print(f'Building model: {cfg.model.name} at {cfg.data.height}x{cfg.data.width}')
     if not cfg.model.checkpoint and not cfg.model.pretrained:
@@ -29,7 +39,10 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     optimizer = build_optimizer(model, **optimizer_kwargs(cfg))
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(cfg))
     branches = ['SA'] + [name for name, used in (('GLCA', cfg.model.use_glca), ('PWCA', cfg.model.use_pwca)) if used]
-    print(f'Building DCAL engine ({" + ".join(branches)}, cross-entropy + triplet per branch, uncertainty-weighted)')
+    smoothing = ' with label smoothing' if cfg.loss.softmax.label_smooth else ''
+    margin = 'soft-margin' if cfg.loss.triplet.margin is None else f'margin-{cfg.loss.triplet.margin}'
+    print(f'Building DCAL engine ({" + ".join(branches)}, cross-entropy{smoothing} + {margin} triplet per branch, '
+          'uncertainty-weighted)')
     return DCALEngine(datamanager, model, optimizer, scheduler=scheduler, **engine_kwargs(cfg))
 
 

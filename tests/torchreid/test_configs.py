@@ -33,21 +33,27 @@ def test_config_builds_its_model(path):
     patch = cfg.model.timm_kwargs.get('patch_size', 16)
     assert model.dcal.vit.pretrained_cfg['architecture'] == MODEL_NAMES[cfg.model.name]
     assert model.dcal.grid_size == (cfg.data.height // patch, cfg.data.width // patch)
-    assert model.num_classes == 11 and cfg.data.sources == cfg.data.targets
+    assert model.num_classes == 11 and cfg.data.targets[0] in cfg.data.sources[0]
 
 
 @pytest.mark.parametrize('backbone', sorted(PAPER))
 @pytest.mark.parametrize('dataset', sorted(SIZES))
 def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     cfg = load(CONFIG_DIR / f'dcal_{backbone}_{dataset}.yaml')
-    assert cfg.model.name == PAPER[backbone] and cfg.data.sources == [dataset]
+    source = 'msmt17_trainval' if dataset == 'msmt17' else dataset  # MSMT17: train + val lists, as TransReID
+    assert cfg.model.name == PAPER[backbone] and cfg.data.sources == [source] and cfg.data.targets == [dataset]
     assert (cfg.data.height, cfg.data.width) == SIZES[dataset]
     assert (cfg.train.optim, cfg.train.lr, cfg.train.weight_decay, cfg.sgd.momentum) == ('sgd', 0.008, 1e-4, 0.9)
     assert (cfg.train.lr_scheduler, cfg.train.max_epoch, cfg.train.warmup_epochs) == ('cosine', 120, 5)
     assert (cfg.train.batch_size, cfg.sampler.num_instances, cfg.sampler.train_sampler) == (64, 4, 'RandomIdentitySampler')
     assert cfg.model.local_query_ratio == 0.3
-    assert cfg.data.transforms == ['random_flip', 'random_crop', 'random_erase']
+    assert cfg.data.transforms == ['transreid']
     assert (cfg.loss.triplet.weight_t, cfg.loss.triplet.weight_x) == (1.0, 1.0)
+    # TransReID's ViT baseline where the paper is silent
+    assert (cfg.loss.softmax.label_smooth, cfg.loss.triplet.margin) == (False, None)
+    assert (cfg.train.bias_lr_factor, cfg.train.weight_decay_bias) == (2.0, 1e-4)
+    assert (cfg.model.retrieval_norm, cfg.test.normalize_feature) == ('each', True)
+    assert (cfg.train.warmup_factor, cfg.model.drop_path_rate) == (0.01, 0.1)
     mean = [0.5] * 3 if backbone in ('vit', 'r50-vit') else [0.485, 0.456, 0.406]
     assert cfg.data.norm_mean == mean
 

@@ -110,19 +110,24 @@ def test_resume_keeps_weights_only_loading_for_anything_else(veri_data, tmp_path
         resume_from_checkpoint(str(path), engine.model, engine.optimizer, engine.scheduler)
 
 
-def batch_hard_triplet(feature, pids, margin=0.3):
-    """Hermans et al.: per anchor, farthest positive and nearest negative (Euclidean), hinge at the margin."""
+def batch_hard_triplet(feature, pids, margin=None):
+    """Hermans et al.: per anchor, farthest positive, nearest negative (Euclidean); soft margin, or hinge at margin."""
     dist = torch.cdist(feature, feature)
     same = pids[:, None] == pids[None, :]
-    hardest_positive = dist.masked_fill(~same, float('-inf')).amax(1)
-    hardest_negative = dist.masked_fill(same, float('inf')).amin(1)
-    return torch.relu(hardest_positive - hardest_negative + margin).mean()
+    gap = dist.masked_fill(~same, float('-inf')).amax(1) - dist.masked_fill(same, float('inf')).amin(1)
+    return (torch.log1p(torch.exp(gap)) if margin is None else torch.relu(gap + margin)).mean()
 
 
-def test_step_combines_ce_and_triplet_per_branch_with_the_uncertainty_weights(veri_data, tmp_path):
-    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.lr', 0.0))
+@pytest.mark.parametrize('recipe', ['transreid', 'torchreid'])
+def test_step_combines_ce_and_triplet_per_branch_with_the_uncertainty_weights(veri_data, tmp_path, recipe):
+    """Default: TransReID's plain cross-entropy and soft-margin triplet; torchreid's smoothing and hinge on request."""
+    smoothing, margin = (0.0, None) if recipe == 'transreid' else (0.1, 0.3)
+    options = [] if recipe == 'transreid' else ['loss.softmax.label_smooth', True, 'loss.triplet.margin', 0.3]
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.lr', 0.0, *options))
     with torch.no_grad():
         engine.model.loss_weighting.log_vars.copy_(torch.tensor([0.5, -0.3, 0.1]))
+        for classifier in (engine.model.sa_classifier, engine.model.glca_classifier):
+            classifier.weight.normal_(std=0.5)  # far from uniform predictions, where smoothing changes nothing
     imgs = torch.randn(8, 3, 32, 32)
     engine.model.train()
     torch.manual_seed(0)
@@ -136,8 +141,8 @@ def test_step_combines_ce_and_triplet_per_branch_with_the_uncertainty_weights(ve
         out = engine.model(batch['img'], branch_outputs=True)
     losses = []
     for name in ('sa', 'glca', 'pwca'):
-        ce = torch.nn.functional.cross_entropy(getattr(out, f'{name}_logits'), batch['pid'], label_smoothing=0.1)
-        losses.append(ce + batch_hard_triplet(getattr(out, f'{name}_feature'), batch['pid']))
+        ce = torch.nn.functional.cross_entropy(getattr(out, f'{name}_logits'), batch['pid'], label_smoothing=smoothing)
+        losses.append(ce + batch_hard_triplet(getattr(out, f'{name}_feature'), batch['pid'], margin))
         assert summary[f'loss_{name}'] == pytest.approx(losses[-1].item(), rel=1e-4), name
     log_vars = torch.tensor([0.5, -0.3, 0.1])
     assert summary['loss'] == pytest.approx(0.5 * float((torch.exp(-log_vars) * torch.stack(losses) + log_vars).sum()),

@@ -1,11 +1,11 @@
-"""VeRi-776 reading, and one clear error for each kind of bad input."""
+"""VeRi-776 and MSMT17 train + val reading, and one clear error for each kind of bad input."""
 import pytest
 import torch
 
 torchreid = pytest.importorskip('torchreid')
 
 from dcal_plugin.layouts import VERI_IMAGE_DIRS, VERI_NAME_LISTS  # noqa: E402
-from dcal_plugin.torchreid import VeRi776, build_engine  # noqa: E402
+from dcal_plugin.torchreid import MSMT17TrainVal, VeRi776, build_datamanager, build_engine  # noqa: E402
 from dcal_plugin.torchreid.engine import DCALEngine  # noqa: E402
 
 from .helpers import tiny_config  # noqa: E402
@@ -88,3 +88,25 @@ def test_engine_needs_a_scheduler_and_matching_classes(veri_data, tmp_path):
     engine.model.num_classes = 7
     with pytest.raises(ValueError, match='7 ID classes but the training set has 6'):
         DCALEngine(engine.datamanager, engine.model, engine.optimizer, scheduler=engine.scheduler)
+
+
+def test_msmt17_trainval_trains_on_the_train_and_val_lists_and_tests_as_torchreids_msmt17(msmt_data, tmp_path):
+    records = {split: sorted((str(r.path), r.label, r.camera) for r in msmt_data.split(split))
+               for split in ('train', 'val', 'query', 'gallery')}
+    assert records['val'] and {label for _, label, _ in records['val']} <= {label for _, label, _ in records['train']}
+    dataset = torchreid.data.datasets.init_image_dataset('msmt17_trainval', root=str(msmt_data.root), verbose=False)
+    assert isinstance(dataset, MSMT17TrainVal)
+    assert sorted(item[:3] for item in dataset.train) == sorted(records['train'] + records['val'])
+    assert sorted(item[:3] for item in dataset.query) == records['query']
+    assert sorted(item[:3] for item in dataset.gallery) == records['gallery']
+    # torchreid's msmt17 trains on the train list only, and its combineall adds val, query and gallery
+    stock = torchreid.data.datasets.init_image_dataset('msmt17', root=str(msmt_data.root), verbose=False)
+    assert sorted(item[:3] for item in stock.train) == records['train']
+    combined = torchreid.data.datasets.init_image_dataset('msmt17', root=str(msmt_data.root), verbose=False,
+                                                          combineall=True)
+    assert len(combined.train) == sum(len(items) for items in records.values())
+
+    cfg = tiny_config(msmt_data.root, 'msmt17', tmp_path, 'data.sources', ['msmt17_trainval'])
+    datamanager = build_datamanager(cfg)
+    assert datamanager.num_train_pids == 6 and len(datamanager.train_loader.dataset) == 24 + len(records['val'])
+    assert list(datamanager.test_dataset) == ['msmt17']

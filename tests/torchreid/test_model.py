@@ -1,4 +1,4 @@
-"""DCALReID: torchreid's train/eval contract, BNNeck per branch, PWCA sharing SA's neck and classifier."""
+"""DCALReID: torchreid's train/eval contract, BNNeck per branch, PWCA sharing SA's neck and classifier, retrieval."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,20 +29,32 @@ def images(batch=4, seed=0):
     return torch.randn(batch, 3, 32, 16, generator=torch.Generator().manual_seed(seed))
 
 
-def running_norm(neck, feature):
-    """BNNeck in eval mode, by its formula: scale·(x - running_mean)/sqrt(running_var + eps), no shift."""
-    return neck.weight * (feature - neck.running_mean) / torch.sqrt(neck.running_var + neck.eps)
+def unit(rows):
+    """Each row divided by its Euclidean length."""
+    return rows / rows.pow(2).sum(1, keepdim=True).sqrt()
 
 
-def test_eval_returns_sa_and_glca_after_their_bnnecks():
-    model = tiny_model().eval()
+@pytest.mark.parametrize('retrieval_norm', ['each', 'concat'])
+def test_eval_returns_sa_and_glca_before_their_bnnecks_l2_normalised(retrieval_norm):
+    """TransReID's NECK_FEAT 'before' and FEAT_NORM 'yes': each half normalised (default), or the concatenation."""
+    model = tiny_model()
+    model.retrieval_norm = retrieval_norm
     x = images()
     with torch.no_grad():
-        feature = model(x)
+        feature = model.eval()(x)
         core = model.dcal(x)
     assert feature.shape == (4, 2 * WIDTH)
-    want = torch.cat([running_norm(model.sa_bnneck, core.sa_feature), running_norm(model.glca_bnneck, core.glca_feature)], 1)
-    torch.testing.assert_close(feature, want, rtol=1e-5, atol=1e-5)
+    if retrieval_norm == 'each':
+        want = torch.cat([unit(core.sa_feature), unit(core.glca_feature)], 1)
+    else:
+        want = unit(torch.cat([core.sa_feature, core.glca_feature], 1))
+    torch.testing.assert_close(feature, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="retrieval_norm must be one of .*'after'"):
+        build_dcal_reid('deit_tiny_patch16_224', 5, img_size=(32, 16), retrieval_norm='after', **TINY_MODEL)
+
+
+def test_the_default_retrieval_feature_is_each_half_normalised():
+    assert tiny_model().retrieval_norm == 'each'
 
 
 def test_pwca_never_runs_in_eval(monkeypatch):

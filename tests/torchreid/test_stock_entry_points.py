@@ -6,7 +6,8 @@ from torchvision.transforms import functional as TF
 
 torchreid = pytest.importorskip('torchreid')
 
-from dcal_plugin.torchreid import DCALEngine, build_dcal_reid, build_engine  # noqa: E402
+from dcal_plugin.torchreid import (  # noqa: E402
+    DCALEngine, build_dcal_reid, build_engine, build_optimizer, build_scheduler, use_transreid_train_transform)
 
 from .helpers import TINY_MODEL, tiny_config  # noqa: E402
 
@@ -15,17 +16,19 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # Fe
 
 @pytest.fixture(scope='module')
 def stock_run(veri_data, tmp_path_factory):
-    """(engine, checkpoint) of README's torchreid workflow: torchreid's data manager, model factory, optimizer and
-    scheduler, DCALEngine, one epoch of ``dcal_deit_tiny`` at torchreid's default 256x128 with a test."""
+    """(engine, checkpoint) of README's torchreid workflow: torchreid's data manager (with TransReID's train
+    transform) and model factory, DCAL's optimizer, scheduler and DCALEngine, one epoch of ``dcal_deit_tiny`` at
+    torchreid's default 256x128 with a test."""
     save_dir = tmp_path_factory.mktemp('stock') / 'log'
     datamanager = torchreid.data.ImageDataManager(
         root=str(veri_data.root), sources='veri776', height=256, width=128, batch_size_train=8, batch_size_test=16,
-        workers=0, train_sampler='RandomIdentitySampler', num_instances=4, transforms=['random_flip'])
+        workers=0, train_sampler='RandomIdentitySampler', num_instances=4, transforms=[])
+    use_transreid_train_transform(datamanager)
     torch.manual_seed(0)
     model = torchreid.models.build_model('dcal_deit_tiny', num_classes=datamanager.num_train_pids, loss='triplet',
                                          pretrained=False)
-    optimizer = torchreid.optim.build_optimizer(model, optim='sgd', lr=0.008)
-    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler='cosine', max_epoch=1)
+    optimizer = build_optimizer(model, lr=0.008)
+    scheduler = build_scheduler(optimizer, max_epoch=2, warmup_epochs=1)
     engine = DCALEngine(datamanager, model, optimizer, scheduler=scheduler, use_gpu=False)
     engine.run(save_dir=str(save_dir), max_epoch=1, print_freq=1, ranks=[1])
     return engine, save_dir / 'model' / 'model.pth.tar-1'
