@@ -41,6 +41,17 @@ FGVC_RUNS = {
     'fine-tuned, the demo\'s lr': dict(pretrained=True, optimizer='AdamW', paper_lr=False),
     'from scratch, the demo\'s lr': dict(pretrained=False, optimizer='AdamW', paper_lr=False),
 }
+# old_recipe: the Re-ID recipe before issue 22 (label smoothing, hinge triplet 0.3, torchreid's flip / crop / erasing,
+# biases at the weights' lr); its retrieval feature (after BNNeck) is gone, so that part of it is not rehearsed
+REID_RUNS = {
+    'fine-tuned, the recipe': dict(pretrained=True, old_recipe=False),
+    'from scratch, the recipe': dict(pretrained=False, old_recipe=False),
+    'fine-tuned, the recipe before issue 22': dict(pretrained=True, old_recipe=True),
+}
+OLD_REID_RECIPE = ['loss.softmax.label_smooth', True, 'loss.triplet.margin', 0.3,
+                   'data.transforms', ['random_flip', 'random_crop', 'random_erase'], 'train.bias_lr_factor', 1.0]
+REID_CONFIG = 'reid/dcal_deit-tiny_veri776.yaml'  # the paper's Re-ID recipe, TransReID's ViT baseline
+REID_EPOCHS, REID_EVAL_EVERY, PAPER_REID_EPOCHS, PAPER_REID_SIZE = 24, 4, 120, 256  # test every 4 epochs
 FINISHED = 'record.json'  # in a run's folder once it has trained and been tested
 TRACKED = 'blocks.0.attn.qkv.weight'  # the weight whose norm the issue measured through tools/train.py
 
@@ -96,6 +107,91 @@ def fgvc_curve(work_dir: Path) -> Dict[str, List[float]]:
     rows = [row for row in map(json.loads, scalars.read_text().splitlines()) if 'accuracy/top1' in row]
     return dict(epoch=[row['step'] for row in rows], fused=[row['accuracy/top1'] for row in rows],
                 sa=[row['dcal/sa_top1'] for row in rows], glca=[row['dcal/glca_top1'] for row in rows])
+
+
+def reid_config(data_root: Path, save_dir: Path, pretrained: bool, old_recipe: bool, epochs: int, seed: int):
+    """The paper's Re-ID recipe scaled down: digits-VeRi at 32x32, 4 blocks of 8x8 patches, ``epochs`` epochs.
+
+    Warm-up (5 of 120 epochs) and padding (10 of 256 pixels) shrink with the epochs and the image;
+    SGD 0.008, batch 16 x 4, the losses and the rest stay the recipe's.
+    """
+    from dcal_plugin.torchreid import get_default_config
+    size = DEMO_REID_OPTIONS['image_size']
+    cfg = get_default_config()
+    cfg.merge_from_file(str(config_path(REID_CONFIG)))
+    cfg.merge_from_list([
+        'data.root', str(data_root), 'data.height', size, 'data.width', size, 'data.workers', 0,
+        'data.padding', round(cfg.data.padding * size / PAPER_REID_SIZE), 'data.save_dir', str(save_dir),
+        'model.checkpoint', str(builtin_checkpoint()) if pretrained else '', 'train.max_epoch', epochs,
+        'train.warmup_epochs', max(1, round(cfg.train.warmup_epochs * epochs / PAPER_REID_EPOCHS)),
+        'train.seed', seed, 'train.print_freq', 1000, 'test.eval_freq', REID_EVAL_EVERY, 'test.ranks', [1, 5, 10],
+        *(OLD_REID_RECIPE if old_recipe else [])])
+    cfg.model.timm_kwargs.update(depth=4, patch_size=8)
+    return cfg
+
+
+def train_reid(data_root: Path, save_dir: Path, settings: Dict, seed: int) -> Dict:
+    """One Re-ID run through torchreid's engine: mAP / Rank-1 every few epochs, block drift per epoch, the tracked norm."""
+    import torchreid
+
+    from dcal_plugin.torchreid import build_engine, evaluate_branches
+    from dcal_plugin.torchreid.config import engine_run_kwargs
+    cfg = reid_config(data_root, save_dir, seed=seed, **settings)
+    torchreid.utils.set_random_seed(seed)
+    engine = build_engine(cfg)
+    reference = {name: parameter.detach().clone() for name, parameter in engine.model.named_parameters()}
+    history, curve = [], dict(epoch=[])
+    update_lr = engine.update_lr
+
+    def record_then_update_lr(*args, **kwargs):
+        """torchreid calls it once at the end of every training epoch."""
+        history.append(weight_changes(reference, engine.model))
+        update_lr(*args, **kwargs)
+
+    def test(**_) -> float:
+        """Every feature's mAP and Rank-1 (%), kept; the retrieval feature's Rank-1 in [0, 1], as torchreid's test."""
+        [results] = evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature).values()
+        curve['epoch'].append(engine.epoch + 1)
+        for feature, result in results.items():
+            curve.setdefault(f'{feature} mAP', []).append(100 * result.mAP)
+            curve.setdefault(f'{feature} R1', []).append(100 * float(result.cmc[0]))
+        return float(results['SA+GLCA'].cmc[0])
+
+    engine.update_lr, engine.test = record_then_update_lr, test
+    engine.run(**engine_run_kwargs(cfg))
+    name = f'dcal.vit.{TRACKED}'
+    norm = (engine.model.state_dict()[name].norm() / reference[name].norm()).item()
+    return dict(settings=settings, seed=seed, curve=curve, iterations=cfg.train.max_epoch * len(engine.train_loader),
+                drift=block_drift_curves(history), tracked_norm=norm)
+
+
+def reid_row(name: str, record: Dict) -> str:
+    """A Markdown row: run, final mAP / Rank-1 of SA+GLCA, SA and GLCA, block drift, the tracked weight's norm change."""
+    curve = record['curve']
+    cells = ' | '.join(f'{curve[f"{feature} mAP"][-1]:.1f} / {curve[f"{feature} R1"][-1]:.1f}'
+                       for feature in ('SA+GLCA', 'SA', 'GLCA'))
+    drift = ', '.join(f'{100 * values[-1]:.1f}' for values in record['drift'].values())
+    change = 100 * (record['tracked_norm'] - 1)
+    return f'| {name} | {cells} | {drift} | {change:+.1f}% ({change / record["iterations"]:+.4f}% per iteration) |'
+
+
+def reid_section(records: Dict[str, Dict]) -> List[str]:
+    """The Re-ID tables: final results, and the retrieval feature's mAP and largest block drift per evaluation."""
+    first = next(iter(records.values()))
+    lines = ['## Re-ID: digits-VeRi-776 (50 test identities), `configs/reid/dcal_deit-tiny_veri776.yaml` scaled down', '',
+             f"The paper's Re-ID recipe (TransReID's ViT baseline) at 32x32, {len(first['drift']['blocks.0'])} epochs "
+             f'({first["iterations"]} iterations of 16 identities x 4 images; warm-up and padding scaled likewise); '
+             'mAP / Rank-1 (%) after the last epoch; drift and norm change as above.', '',
+             '| run | SA+GLCA | SA | GLCA | block drift (%) | norm change |', '|---|---|---|---|---|---|']
+    lines += [reid_row(name, record) for name, record in records.items()]
+    lines += ['', 'Per evaluation: SA+GLCA mAP (%) / the largest block drift (%).', '',
+              '| epoch | ' + ' | '.join(records) + ' |', '|---' * (len(records) + 1) + '|']
+    for index, epoch in enumerate(first['curve']['epoch']):
+        cells = [f'{record["curve"]["SA+GLCA mAP"][index]:.1f} / '
+                 f'{100 * max(values[epoch - 1] for values in record["drift"].values()):.1f}'
+                 for record in records.values()]
+        lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def fgvc_row(name: str, record: Dict) -> str:
@@ -182,6 +278,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--work-dir', type=Path, default=Path('work_dirs', 'rehearsal'), help='data, logs, checkpoints')
     parser.add_argument('--tasks', nargs='+', choices=('fgvc', 'reid'), default=['fgvc', 'reid'])
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--reid-epochs', type=int, default=REID_EPOCHS, help='Re-ID epochs (the paper: 120)')
     parser.add_argument('--fgvc-train-per-class', type=int, default=DEMO_FGVC_OPTIONS['train_per_class'],
                         help='training images per class (smaller for a quick check)')
     return parser.parse_args(argv)
@@ -201,12 +298,25 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             records['fgvc'][name] = record
             print(f'FGVC, {name}: test fused top-1 {record["test"]["accuracy/top1"]:.1f}% ({record["seconds"]:.0f} s)',
                   flush=True)
+    if 'reid' in args.tasks:
+        root = make_demo_data(args.work_dir / 'data', 'veri776', overwrite=True, **DEMO_REID_OPTIONS)
+        records['reid'] = {}
+        for name, settings in REID_RUNS.items():
+            settings = dict(settings, epochs=args.reid_epochs)
+            record = finished_or_run(args.work_dir / 'reid' / slug(name), dict(settings, seed=args.seed),
+                                     lambda run_dir: train_reid(root, run_dir, settings, args.seed))
+            records['reid'][name] = record
+            print(f'Re-ID, {name}: SA+GLCA mAP {record["curve"]["SA+GLCA mAP"][-1]:.1f}% ({record["seconds"]:.0f} s)',
+                  flush=True)
     lines = ['# Fine-tuning rehearsal: the paper\'s recipes, scaled down, on the built-in pretrained ViT', '',
-             f'Written by `python tools/rehearsal.py` on CPU in {(time.time() - start) / 60:.0f} min (seed '
-             f'{args.seed}). The pretrained ViT: `{builtin_checkpoint().name}` (`tools/pretrain_source_vit.py`). '
+             f'Written by `python tools/rehearsal.py` on CPU; its runs took '
+             f'{sum(r["seconds"] for task in records.values() for r in task.values()) / 60:.0f} min (this call '
+             f'{(time.time() - start) / 60:.0f} min: finished runs are kept), seed {args.seed}. The pretrained ViT: `{builtin_checkpoint().name}` (`tools/pretrain_source_vit.py`). '
              '**Small generated data: these are not paper numbers.**', '']
     if 'fgvc' in records:
         lines += fgvc_section(records['fgvc']) + ['']
+    if 'reid' in records:
+        lines += reid_section(records['reid']) + ['']
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / 'rehearsal.md').write_text('\n'.join(lines))
     (args.out_dir / 'rehearsal.json').write_text(json.dumps(records, indent=1))

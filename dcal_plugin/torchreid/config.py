@@ -48,6 +48,7 @@ def get_default_config() -> CfgNode:
     # per-pixel noise; dcal_plugin.torchreid.transforms), alone; otherwise torchreid's names (whose 'random_crop'
     # enlarges by 1/8 and crops back half of the time, and 'random_erase' fills with a constant)
     cfg.data.transforms = [TRANSREID]
+    cfg.data.padding = 10  # pixels the 'transreid' transform pads on every side before its crop (TransReID's PADDING)
     # [ours for DeiT] ImageNet's statistics, which DeiT was trained with; TransReID normalises every backbone with
     # mean = std = 0.5, which the ViT and R50-ViT configs set (the statistics of Google's ViT weights)
     cfg.data.norm_mean = list(IMAGENET_MEAN)

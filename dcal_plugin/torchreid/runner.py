@@ -17,7 +17,7 @@ def build_datamanager(cfg: CfgNode) -> torchreid.data.ImageDataManager:
     """torchreid's ``ImageDataManager``; with 'transreid' in ``data.transforms``, TransReID's train transform."""
     datamanager = torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
     if TRANSREID in cfg.data.transforms:
-        use_transreid_train_transform(datamanager)
+        use_transreid_train_transform(datamanager, padding=cfg.data.padding)
         print(f'Train transform replaced by TransReID\'s: {datamanager.transform_tr}')
     return datamanager
 

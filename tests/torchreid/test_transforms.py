@@ -79,3 +79,12 @@ def test_transreid_replaces_torchreids_names_and_goes_alone(veri_data, tmp_path)
     cfg = tiny_config(veri_data.root, 'veri776', tmp_path, 'data.transforms', ['transreid', 'random_flip'])
     with pytest.raises(ValueError, match="'transreid' is TransReID's whole train transform"):
         build_datamanager(cfg)
+
+
+def test_the_configs_padding_reaches_the_transform(veri_data, tmp_path):
+    """``data.padding`` (TransReID's PADDING, 10 at 256 pixels; a scaled-down recipe pads less)."""
+    from torchvision import transforms as T
+    cfg = tiny_config(veri_data.root, 'veri776', tmp_path, 'data.padding', 2)
+    transform = build_datamanager(cfg).train_loader.dataset.transform
+    [pad] = [step for step in transform.transforms if isinstance(step, T.Pad)]
+    assert pad.padding == 2
