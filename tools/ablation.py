@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import statistics
 import sys
 import time
@@ -44,6 +45,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 from ablation_report import PAIRED_METRICS, TASK_TITLES, summarise_overfitting, summarise_paired, write_report
 from torch import Tensor
+
+from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS
+from dcal_plugin.resources import builtin_checkpoint
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +63,9 @@ VARIANTS = {
 }
 REID_VARIANTS = tuple(variant for variant in VARIANTS if variant != RANDOM_QUERIES)  # the default Re-ID cut
 SEEDS, REID_SEED_COUNT = (0, 1, 2, 3, 4), 3  # the budget's cut, see above
-# At --scale 1: the demo's data sets (digits-CUB, digits-VeRi) with 60% of the demos' epochs.
-FGVC_DATA = dict(image_size=48, digit_scale=(0.55, 0.9), clutter=0.2, digit_colour='white', train_per_class=150,
-                 test_per_class=30)
-REID_DATA = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_ids=30, images_per_train_id=40,
-                 num_test_ids=50, gallery_per_test_id=5, num_cameras=6)
-FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 15, 24, 4
+# At --scale 1: the demos' data sets (digits-CUB, digits-VeRi), the FGVC demo's 10 epochs and 60% of the Re-ID demo's.
+FGVC_DATA, REID_DATA = DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS
+FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 10, 24, 4
 EVAL_SEED = 0  # torch's RNG at the start of every test-time evaluation (random queries are drawn from it)
 QUERY_SELECTIONS = ('rollout', 'random')
 FINISHED = 'record.json'  # in a run's folder once it has trained and been evaluated
@@ -108,6 +109,18 @@ def check_switches(dcal: torch.nn.Module, switches: Dict) -> None:
         raise RuntimeError(f'the built model has {built}, the variant asks for {switches}')
 
 
+def stretched_schedule(cfg, epochs: int) -> List[Dict]:
+    """The config's param schedulers stretched from its epochs to ``epochs``, less any shorter than one iteration."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import DATASETS
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        iterations = math.ceil(len(DATASETS.build(cfg.train_dataloader.dataset)) / cfg.train_dataloader.batch_size)
+    scale = epochs / cfg.train_cfg.max_epochs
+    stretched = [dict(scheduler, **{key: scheduler[key] * scale for key in ('begin', 'end', 'T_max') if key in scheduler})
+                 for scheduler in cfg.param_scheduler]
+    return [scheduler for scheduler in stretched if (scheduler['end'] - scheduler['begin']) * iterations >= 1]
+
+
 def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int, epochs: int):
     """mmengine's Runner for the demo config with the backbone options ``switches``, ``epochs`` and ``seed``."""
     from mmengine.config import Config
@@ -118,9 +131,7 @@ def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int
     cfg.model.backbone.update(switches)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(data_root)
-    scale = epochs / cfg.train_cfg.max_epochs  # the demo's schedule, stretched over ``epochs``
-    cfg.param_scheduler = [dict(scheduler, **{key: scheduler[key] * scale for key in ('begin', 'end', 'T_max')
-                                              if key in scheduler}) for scheduler in cfg.param_scheduler]
+    cfg.param_scheduler = stretched_schedule(cfg, epochs)
     cfg.train_cfg.update(max_epochs=epochs, val_interval=1)
     cfg.default_hooks.checkpoint.update(interval=epochs, max_keep_ckpts=1)
     cfg.custom_hooks = [hook for hook in cfg.custom_hooks if hook['type'] != 'AttentionRolloutHook']
@@ -180,6 +191,7 @@ def build_reid_engine(data_root: Path, save_dir: Path, switches: Dict, seed: int
     cfg = get_default_config()
     cfg.merge_from_file(str(REID_CONFIG))
     cfg.merge_from_list(['data.root', str(data_root), 'data.save_dir', str(save_dir), 'train.seed', seed,
+                         'model.checkpoint', str(builtin_checkpoint()),  # fine-tuned, as make demo-reid
                          'train.max_epoch', epochs, 'test.eval_freq', eval_every,
                          *[item for name, value in switches.items() for item in (f'model.{name}', value)]])
     torchreid.utils.set_random_seed(seed)
@@ -338,6 +350,7 @@ def grid(args: argparse.Namespace) -> Dict:
     return dict(
         tasks=args.tasks, seeds=dict(fgvc=args.seeds, reid=args.reid_seeds),
         variants=dict(fgvc=args.variants, reid=args.reid_variants), scale=args.scale,
+        pretrained=builtin_checkpoint().name,
         fgvc_epochs=max(1, round(FGVC_EPOCHS * args.scale)), reid_epochs=max(1, round(REID_EPOCHS * args.scale)),
         reid_eval_every=max(1, round(REID_EVAL_EVERY * args.scale)),
         fgvc_data=dict(FGVC_DATA, train_per_class=max(2, round(FGVC_DATA['train_per_class'] * args.scale))),

@@ -175,13 +175,15 @@ def write_report(result: Dict, out_dir: Path) -> None:
         '',
         f'Written by `{setup["command"]}` on {setup["device"]}; its runs took {setup["run_minutes"]:.0f} min of '
         f'training and evaluation (this call {setup["minutes"]:.0f} min: runs finished by an earlier call are kept), '
-        'the same budget for every variant. Mean ± std over seeds of the final epoch. **Small generated data, '
-        'trained from scratch: these are not paper numbers.**', '', f'What was cut: {setup["cut"]}', '',
+        'the same budget for every variant. Every model is fine-tuned from the built-in pretrained ViT '
+        f'(`{setup["pretrained"]}`, trained on which two digits a canvas shows; the from-scratch ablation of before '
+        'is [ablation_from_scratch/ablation.md](ablation_from_scratch/ablation.md)). Mean ± std over seeds of the '
+        'final epoch. **Small generated data: these are not paper numbers.**', '', f'What was cut: {setup["cut"]}', '',
         *branch_sections(result), *paired_sections(result)]
     if result['overfitting']:
         lines += ['## FGVC: over-fitting, fused top-1 (%) on the train and test splits',
-                  'The final model on the train split through the test pipeline (the demo trains without '
-                  'augmentation), with its own queries.', '', *gap_table(result['overfitting']), '',
+                  'The final model on the train split through the test pipeline (no augmentation), with its own '
+                  'queries.', '', *gap_table(result['overfitting']), '',
                   *gap_lines(result['overfitting'])]
     if 'reid' in setup['tasks']:
         lines += ['## Re-ID: training diagnostics (means over the steps of the last epoch; weights at the end)',

@@ -1,9 +1,10 @@
-"""`make demo-reid`: a small DCAL learns Re-ID from scratch on the built-in digits, in the VeRi-776 layout, on the CPU.
+"""`make demo-reid`: a small DCAL fine-tuned for Re-ID on the built-in digits, in the VeRi-776 layout, on the CPU.
 
 Writes the digits data set (an identity is one handwritten sample, a camera a rendering style),
-trains configs/reid/dcal_deit-tiny_digits-veri776.yaml through torchreid's engine with
-tools/train_reid.py, and prints mAP and Rank-1/5/10 of SA, GLCA and SA+GLCA beside the chance
-level (a random ranking). Numbers on this data are not paper numbers.
+fine-tunes the built-in pretrained ViT (configs/_pretrained_, given as ``model.checkpoint``) with
+configs/reid/dcal_deit-tiny_digits-veri776.yaml through torchreid's engine with tools/train_reid.py,
+and prints mAP and Rank-1/5/10 of SA, GLCA and SA+GLCA beside the chance level (a random
+ranking). ``model.checkpoint ''`` trains from scratch. Numbers on this data are not paper numbers.
 """
 import argparse
 import ast
@@ -14,13 +15,11 @@ from typing import Any, Optional, Sequence, Tuple
 import train_reid
 
 from dcal_plugin.demo_data import make_demo_data
+from dcal_plugin.demo_data.options import DEMO_REID_OPTIONS
 from dcal_plugin.layouts import VERI_FOLDER
-from dcal_plugin.resources import config_path
+from dcal_plugin.resources import builtin_checkpoint, config_path
 
 CONFIG = config_path('reid/dcal_deit-tiny_digits-veri776.yaml')
-# Big clean digits on 32x32 canvases; 30 training identities (handwritten samples) x 40 views, 50 test identities.
-DEMO_DATA = dict(image_size=32, digit_scale=(0.7, 0.95), clutter=0.0, num_train_ids=30, images_per_train_id=40,
-                 num_test_ids=50, gallery_per_test_id=5, num_cameras=6)
 
 
 def parse_option(text: str) -> Tuple[str, Any]:
@@ -35,15 +34,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--out', type=Path, default=Path('demo_output', 'reid'),
                         help='output folder (default demo_output/reid)')
     parser.add_argument('--data', action='append', default=[], metavar='KEY=VALUE',
-                        help=f'change one demo data option (repeatable); defaults {DEMO_DATA}')
+                        help=f'change one demo data option (repeatable); defaults {DEMO_REID_OPTIONS}')
     parser.add_argument('opts', nargs=argparse.REMAINDER, help='KEY VALUE config overrides for train_reid.py')
     args = parser.parse_args(argv)
-    options = dict(DEMO_DATA, **dict(parse_option(text) for text in args.data))
+    options = dict(DEMO_REID_OPTIONS, **dict(parse_option(text) for text in args.data))
     start = time.time()
     root = make_demo_data(args.out / 'data', 'veri776', overwrite=True, **options)
     print(f'demo data (sklearn digits, VeRi-776 layout): {root / VERI_FOLDER}; {options}')
     train_reid.main(['--config-file', str(CONFIG), '--root', str(root), 'data.save_dir', str(args.out / 'log'),
-                     *args.opts])
+                     'model.checkpoint', str(builtin_checkpoint()), *args.opts])
     print(f'demo-reid took {time.time() - start:.0f} s (data, training, test); log and checkpoint in {args.out / "log"}')
 
 
