@@ -71,8 +71,9 @@ DUKEMTMC_REID = BoundingBoxLayout('dukemtmc-reid', 'DukeMTMC-reID', '{pid:04d}_c
 
 # Training images of the official releases, by the name each toolbox's reader goes by (mmpretrain's dataset types,
 # torchreid's dataset names): CUB train, Stanford Cars train, FGVC-Aircraft trainval, VeRi-776 image_train, MSMT17 V1
-# train + val (30,248 + 2,373; TransReID trains on both), Market-1501 and DukeMTMC-reID bounding_box_train.
+# train (torchreid's msmt17) and train + val (msmt17_trainval, as TransReID trains), Market-1501 and DukeMTMC-reID
+# bounding_box_train.
 OFFICIAL_TRAIN_IMAGES = {
     'CUB': 5994, 'StanfordCars': 8144, 'FGVCAircraft': 6667,
-    'veri776': 37778, 'msmt17': 32621, 'market1501': 12936, 'dukemtmcreid': 16522,
+    'veri776': 37778, 'msmt17': 30248, 'msmt17_trainval': 32621, 'market1501': 12936, 'dukemtmcreid': 16522,
 }

@@ -10,6 +10,7 @@ adapters build the optimizer and schedule from their configs
 (``dcal_plugin.mmpretrain.recipe_schedule``, ``dcal_plugin.torchreid.recipe_schedule``).
 """
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -19,6 +20,10 @@ from torch import nn
 PRETRAINED_STD = 0.02  # a ViT's weight matrices: timm's trunc-normal init, about the spread of pretrained ViT weights
 GRADIENT_STD = 1e-4  # the noise standing in for a fine-tuning gradient
 KEPT_NORM = 0.95  # a recipe keeps pretrained weights when every block weight matrix keeps this share of its norm
+# The stand-in model whose parameters a recipe's optimizer groups by name: timm's DeiT layout at width 12 and 32x32
+# with the config's depth, frozen stages and DCAL options (a recipe does not depend on the model's width)
+STAND_IN_VIT = dict(model_name='deit_tiny_patch16_224', img_size=32, patch_size=8, embed_dim=12, num_heads=3)
+STAND_IN_CLASSES = 10
 
 
 @dataclass
@@ -78,8 +83,8 @@ class NormRetention:
 
 
 def is_block_weight(name: str) -> bool:
-    """A weight matrix of a transformer block (SA's ``blocks.N`` or GLCA's ``glca_block``), by parameter name."""
-    return '.blocks.' in f'.{name}' or 'glca_block.' in name
+    """A parameter of a transformer block (SA's ``blocks.N``, GLCA's ``glca_block``; not a hybrid CNN's), by name."""
+    return 'patch_embed.' not in name and re.search(r'(^|\.)(blocks\.\d+|glca_block)\.', name) is not None
 
 
 def norm_retention(model: nn.Module, schedule: RecipeSchedule, gradient_std: float = GRADIENT_STD,
@@ -105,12 +110,13 @@ def _norm_retention(model: nn.Module, schedule: RecipeSchedule, gradient_std: fl
                     stop_below: Optional[float]) -> NormRetention:
     """:func:`norm_retention` on the current threads."""
     groups = schedule.optimizer.param_groups
-    group_of = {id(parameter): index for index, group in enumerate(groups) for parameter in group['params']}
+    group_of = {id(parameter): index for index, group in enumerate(groups) for parameter in group['params']
+                if parameter.requires_grad}  # frozen ones get no gradient, as in training
     tracked = {name: parameter for name, parameter in model.named_parameters()
                if id(parameter) in group_of and parameter.ndim >= 2 and is_block_weight(name)}
     if not tracked:
         raise ValueError('the optimizer updates no block weight matrix of the model')
-    parameters = [parameter for group in groups for parameter in group['params']]
+    parameters = [parameter for group in groups for parameter in group['params'] if parameter.requires_grad]
     gradients = torch.empty(sum(parameter.numel() for parameter in parameters))
     offset = 0
     for parameter in parameters:  # every gradient is a view of one buffer: one noise draw per step
@@ -177,10 +183,8 @@ def _weight_group(name: str) -> str:
     'dcal.vit.blocks.3.attn.qkv.weight' -> 'dcal.vit.blocks.3'; 'dcal.glca_block.mlp.fc1.bias' -> 'dcal.glca_block';
     'dcal.vit.patch_embed.proj.weight' -> 'dcal.vit.patch_embed.proj'; 'dcal.vit.cls_token' -> 'dcal.vit.cls_token'.
     """
+    block = re.search(r'^(.*?(^|\.)(blocks\.\d+|glca_block))\.', name)
+    if block and 'patch_embed.' not in name:
+        return block.group(1)
     parts = name.split('.')
-    for index, part in enumerate(parts[:-1]):
-        if part == 'blocks' and parts[index + 1].isdigit():
-            return '.'.join(parts[:index + 2])
-        if part == 'glca_block':
-            return '.'.join(parts[:index + 1])
     return '.'.join(parts[:-1]) if parts[-1] in ('weight', 'bias') else name

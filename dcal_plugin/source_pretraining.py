@@ -21,6 +21,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 from .demo_data.digit_pairs import PAIRS, held_out_samples, render_digit_pairs, split_pair_sources
 from .demo_data.options import RenderOptions
@@ -70,8 +71,11 @@ def pretrain_source_vit(out: Path, settings: PretrainingSettings = PretrainingSe
     model = build_source_vit()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(settings.train_images / settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(
-        round(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch))
+    warmup_steps = max(1, round(settings.warmup_epochs * steps_per_epoch))
+    scheduler = SequentialLR(optimizer, [
+        LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps),
+        CosineAnnealingLR(optimizer, T_max=max(1, settings.epochs * steps_per_epoch - warmup_steps))],
+        milestones=[warmup_steps])
     generator = torch.Generator().manual_seed(settings.seed)
     accuracies = []
     for epoch in range(settings.epochs):
@@ -92,15 +96,6 @@ def pretrain_source_vit(out: Path, settings: PretrainingSettings = PretrainingSe
     _write_atomically(out, lambda path: torch.save(model.state_dict(), path))
     _write_atomically(out.with_suffix('.json'), lambda path: path.write_text(json.dumps(record, indent=1)))
     return record
-
-
-def _warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """lr factor at a step: linear from 0 over ``warmup_steps``, then a cosine to 0 at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-    return factor
 
 
 def _normalise(images: np.ndarray) -> Tensor:

@@ -187,3 +187,21 @@ def test_a_second_call_keeps_the_finished_runs_and_trains_only_new_ones(ablation
     assert runs[:2] == result['runs'][PWCA]['fgvc'] and runs[2]['seed'] == 2
     assert second['setup']['run_minutes'] == pytest.approx(sum(run['seconds'] for run in runs) / 60)
     assert second['setup']['run_minutes'] > second['setup']['minutes'] - 1 / 60  # the kept runs' time is counted
+
+
+def test_the_demo_schedule_stretches_and_drops_a_warm_up_shorter_than_an_iteration(tmp_path, monkeypatch):
+    """10 demo epochs -> 20: warm-up and cosine twice as long; -> 1 epoch of 1 iteration: the 0.05-epoch warm-up goes."""
+    from mmengine.config import Config
+
+    from dcal_plugin.demo_data import make_demo_data
+    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
+    import ablation
+    root = make_demo_data(tmp_path, 'cub', image_size=32, train_per_class=1, test_per_class=1)
+    cfg = Config.fromfile(str(ablation.FGVC_CONFIG))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(root)
+    warmup, cosine = cfg.param_scheduler
+    longer = ablation.stretched_schedule(cfg, 2 * cfg.train_cfg.max_epochs)
+    assert [s['end'] for s in longer] == [2 * warmup['end'], 2 * cosine['end']] and longer[1]['T_max'] == 2 * cosine['T_max']
+    [only] = ablation.stretched_schedule(cfg, 1)  # 10 images, batch 16: one iteration an epoch
+    assert only['type'] == 'CosineAnnealingLR' and only['end'] == 1

@@ -102,3 +102,11 @@ def test_pretrained_true_asks_timm_for_the_tag_of_the_papers_lineage(monkeypatch
             import dcal_plugin.torchreid  # noqa: F401
             torchreid.models.build_model('dcal_vit_base', num_classes=5)  # torchreid's default pretrained=True
     assert str(requested.value) == expected
+
+
+def test_the_tag_of_a_task_the_paper_has_not_is_refused():
+    from dcal_plugin.core import paper_pretrained_tag
+    assert paper_pretrained_tag('deit_small_patch16_224', 'reid') == 'fb_in1k'
+    assert paper_pretrained_tag('vit_small_patch16_224', 'fgvc') is None  # no paper row: timm's default tag
+    with pytest.raises(ValueError, match="task must be one of \\('fgvc', 'reid'\\)"):
+        paper_pretrained_tag('deit_small_patch16_224', 'detection')

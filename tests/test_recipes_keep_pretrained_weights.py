@@ -57,11 +57,19 @@ def check_kept(per_epoch, what, measure='of its norm'):
     assert per_epoch[worst] > KEPT_NORM, f'{what}: a block weight keeps {per_epoch[worst]:.1%} {measure} after epoch {worst + 1}'
 
 
+REID_SOURCES = ['veri776', 'msmt17_trainval', 'market1501', 'dukemtmcreid']  # MSMT17 on train + val, as TransReID
+
+
 def test_every_paper_config_is_simulated():
+    """Every config falls in a group that a parametrized test below simulates (by data set)."""
     pytest.importorskip('mmpretrain')
     pytest.importorskip('torchreid')
+    from mmengine.config import Config
     assert len(FGVC_CONFIGS) == 15 and sum(map(len, fgvc_recipes().values())) == 15
+    assert {Config.fromfile(str(paths[0])).train_dataloader.dataset.type for paths in fgvc_recipes().values()} == {
+        'CUB', 'StanfordCars', 'FGVCAircraft'}
     assert len(REID_CONFIGS) == 20 and sum(map(len, reid_recipes().values())) == 20
+    assert {source for _, source in reid_recipes()} == set(REID_SOURCES)
 
 
 @pytest.mark.parametrize('dataset', ['CUB', 'StanfordCars', 'FGVCAircraft'])
@@ -81,7 +89,7 @@ def test_fgvc_recipes_keep_pretrained_weights_over_their_whole_schedule(dataset)
         schedule = recipe_schedule(cfg, model, epoch_length)
         assert schedule.epochs == 100 and schedule.optimizer.param_groups[0]['lr'] < 5e-4  # the batch rule applied
         retention = norm_retention(model, schedule)
-        assert len(retention.weakest()) == 100 and len(retention.kept) == 2 * 4  # SA's and GLCA's block matrices
+        assert len(retention.weakest()) == 100 and len(retention.kept) == 13 * 4  # 12 SA blocks and GLCA's, 4 matrices
         names = ', '.join(path.name for path in paths)
         check_kept(retention.weakest(), names)
         check_kept(retention.weakest_beyond_decay(), names, 'beyond its nominal weight decay')
@@ -104,7 +112,7 @@ def test_the_check_fails_on_torchs_coupled_adam_decay():
             check_kept(per_epoch, 'Adam(weight_decay=0.05)')
 
 
-@pytest.mark.parametrize('dataset', ['veri776', 'msmt17', 'market1501', 'dukemtmcreid'])
+@pytest.mark.parametrize('dataset', REID_SOURCES)
 def test_reid_recipes_take_no_more_than_their_weight_decay_over_their_whole_schedule(dataset):
     pytest.importorskip('torchreid')
     from dcal_plugin.torchreid import get_default_config

@@ -18,7 +18,7 @@ import torch
 pytest.importorskip('mmpretrain')
 pytest.importorskip('torchreid')
 
-from dcal_plugin.core import FGVC_PRETRAINED_TAGS, REID_PRETRAINED_TAGS  # noqa: E402
+from dcal_plugin.core import PAPER_PRETRAINED_TAGS, REID_PRETRAINED_TAGS  # noqa: E402
 from dcal_plugin.demo_data import make_demo_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def test_fgvc_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
     make_demo_data(tmp_path / 'generated', layout, image_size=32, train_per_class=1, test_per_class=1).rename(data_root)
     checkpoint = Path(cfg.model.backbone.checkpoint_path)
     model_name = cfg.model.backbone.model_name
-    assert checkpoint.name == checkpoint_column(command) == f'{model_name}.{FGVC_PRETRAINED_TAGS[model_name]}.pth'
+    assert checkpoint.name == checkpoint_column(command) == f'{model_name}.{PAPER_PRETRAINED_TAGS[model_name]}.pth'
     qkv = write_reduced_timm_checkpoint(checkpoint, cfg.model.backbone.model_name)
     cfg.model.backbone.update(img_size=32, depth=1)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

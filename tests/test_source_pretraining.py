@@ -32,12 +32,20 @@ def test_it_writes_a_timm_state_dict_and_its_record(pretrained):
     assert not list(out.parent.glob('*.partial'))
 
 
-def test_training_changed_the_weights(pretrained):
-    out, _, _ = pretrained
+def test_the_file_is_the_model_whose_accuracy_the_record_gives(pretrained):
+    """The saved weights, evaluated anew on the source test images, score what the record says; the untrained don't."""
+    from dcal_plugin.demo_data.digit_pairs import render_digit_pairs, split_pair_sources
+    from dcal_plugin.demo_data.options import RenderOptions
+    from dcal_plugin.source_pretraining import SOURCE_IMAGES, _accuracy
+    out, record, _ = pretrained
+    _, test_pool = split_pair_sources(held_out_samples(), seed=TINY.seed)
+    images, labels = render_digit_pairs(TINY.test_images, test_pool, RenderOptions(**SOURCE_IMAGES), TINY.seed + 1)
+    vit = build_source_vit()
+    vit.load_state_dict(torch.load(out, weights_only=True))
+    assert _accuracy(vit, images, labels) == pytest.approx(record['source_test_top1'][-1])
     torch.manual_seed(TINY.seed)
-    untrained = build_source_vit().state_dict()
-    trained = torch.load(out, weights_only=True)
-    assert not torch.equal(untrained['blocks.0.attn.qkv.weight'], trained['blocks.0.attn.qkv.weight'])
+    assert not torch.equal(build_source_vit().state_dict()['blocks.0.attn.qkv.weight'],
+                           vit.state_dict()['blocks.0.attn.qkv.weight'])
 
 
 def test_dcal_fine_tunes_it_at_another_size_with_resized_position_embeddings(pretrained):

@@ -47,6 +47,7 @@ from ablation_report import PAIRED_METRICS, TASK_TITLES, summarise_overfitting, 
 from torch import Tensor
 
 from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS
+from dcal_plugin.mmpretrain.metrics import read_validation_curve
 from dcal_plugin.resources import builtin_checkpoint
 
 
@@ -118,7 +119,9 @@ def stretched_schedule(cfg, epochs: int) -> List[Dict]:
     scale = epochs / cfg.train_cfg.max_epochs
     stretched = [dict(scheduler, **{key: scheduler[key] * scale for key in ('begin', 'end', 'T_max') if key in scheduler})
                  for scheduler in cfg.param_scheduler]
-    return [scheduler for scheduler in stretched if (scheduler['end'] - scheduler['begin']) * iterations >= 1]
+    # kept when mmengine's conversion to iterations (int(epoch * iterations)) leaves it a non-empty span
+    return [scheduler for scheduler in stretched
+            if int(scheduler['end'] * iterations) > int(scheduler['begin'] * iterations)]
 
 
 def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int, epochs: int):
@@ -139,17 +142,6 @@ def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int
     cfg.work_dir = str(work_dir)
     cfg.log_level = 'WARNING'
     return RUNNERS.build(cfg)
-
-
-def read_fgvc_curve(work_dir: Path, use_glca: bool) -> Dict[str, List[float]]:
-    """Per-epoch validation top-1 (%) from mmengine's scalars: ``{'epoch', 'fused', 'sa'[, 'glca']}``."""
-    [scalars] = work_dir.glob('*/vis_data/scalars.json')
-    rows = [row for row in map(json.loads, scalars.read_text().splitlines()) if 'accuracy/top1' in row]
-    curve = dict(epoch=[row['step'] for row in rows], fused=[row['accuracy/top1'] for row in rows],
-                 sa=[row['dcal/sa_top1'] for row in rows])
-    if use_glca:
-        curve['glca'] = [row['dcal/glca_top1'] for row in rows]
-    return curve
 
 
 @torch.no_grad()
@@ -176,7 +168,7 @@ def train_fgvc(data_root: Path, work_dir: Path, switches: Dict, seed: int, epoch
     runner.train()
     dcal = runner.model.backbone.dcal
     check_switches(dcal, switches)
-    record = dict(seed=seed, query_selection=dcal.query_selection, curve=read_fgvc_curve(work_dir, dcal.use_glca),
+    record = dict(seed=seed, query_selection=dcal.query_selection, curve=read_validation_curve(work_dir),
                   **evaluate_test(dcal, lambda: fgvc_top1(runner.model, runner.test_dataloader)))
     train_loader = unaugmented_train_loader(runner)
     record['train'] = evaluate_queries(dcal, dcal.query_selection, lambda: fgvc_top1(runner.model, train_loader))

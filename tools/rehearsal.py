@@ -9,7 +9,8 @@ none of the target test samples) with only the model, image size, data and epoch
   digits-CUB, fine-tuned from the pretrained ViT; the same budget from scratch; and fine-tuned
   with torch's ``Adam(weight_decay=0.05)``, the recipe before issue 22.
 - Re-ID: ``configs/reid/dcal_deit-tiny_veri776.yaml`` (the paper's Re-ID recipe, TransReID's ViT
-  baseline) scaled down to digits-VeRi-776 at 32x32, fine-tuned and from scratch.
+  baseline) scaled down to digits-VeRi-776 at 32x32, fine-tuned, from scratch, and fine-tuned with
+  the Re-ID recipe before issue 22; and ``make demo-reid``'s config (AdamW), fine-tuned and from scratch.
 
 Per epoch: every block's relative weight change from where training started (``‖w - w₀‖ / ‖w₀‖``),
 the norm of ``blocks.0.attn.qkv.weight`` against its start, and test top-1 / mAP. Writes
@@ -24,11 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import torch
-
 from dcal_plugin.demo_data import make_demo_data
 from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS
-from dcal_plugin.layouts import CUB_FOLDER
 from dcal_plugin.recipe_check import weight_changes
 from dcal_plugin.resources import builtin_checkpoint, config_path
 
@@ -41,13 +39,18 @@ FGVC_RUNS = {
     'fine-tuned, the demo\'s lr': dict(pretrained=True, optimizer='AdamW', paper_lr=False),
     'from scratch, the demo\'s lr': dict(pretrained=False, optimizer='AdamW', paper_lr=False),
 }
-# old_recipe: the Re-ID recipe before issue 22 (label smoothing, hinge triplet 0.3, torchreid's flip / crop / erasing,
-# biases at the weights' lr); its retrieval feature (after BNNeck) is gone, so that part of it is not rehearsed
+# recipe: 'paper' (configs/reid/dcal_deit-tiny_veri776.yaml scaled down), 'before' (that, with the Re-ID recipe before
+# issue 22: label smoothing, hinge triplet 0.3, torchreid's flip / crop / erasing, biases at the weights' lr; its
+# retrieval feature after BNNeck is gone, so that part of it is not rehearsed) or 'demo' (make demo-reid's config:
+# AdamW 2e-3, 40 epochs of 8 identities x 4 images, no augmentation)
 REID_RUNS = {
-    'fine-tuned, the recipe': dict(pretrained=True, old_recipe=False),
-    'from scratch, the recipe': dict(pretrained=False, old_recipe=False),
-    'fine-tuned, the recipe before issue 22': dict(pretrained=True, old_recipe=True),
+    'fine-tuned, the recipe': dict(pretrained=True, recipe='paper'),
+    'from scratch, the recipe': dict(pretrained=False, recipe='paper'),
+    'fine-tuned, the recipe before issue 22': dict(pretrained=True, recipe='before'),
+    "fine-tuned, make demo-reid's config": dict(pretrained=True, recipe='demo'),
+    "from scratch, make demo-reid's config": dict(pretrained=False, recipe='demo'),
 }
+DEMO_REID_CONFIG = 'reid/dcal_deit-tiny_digits-veri776.yaml'
 OLD_REID_RECIPE = ['loss.softmax.label_smooth', True, 'loss.triplet.margin', 0.3,
                    'data.transforms', ['random_flip', 'random_crop', 'random_erase'], 'train.bias_lr_factor', 1.0]
 REID_CONFIG = 'reid/dcal_deit-tiny_veri776.yaml'  # the paper's Re-ID recipe, TransReID's ViT baseline
@@ -85,12 +88,13 @@ def fgvc_runner(data_root: Path, work_dir: Path, pretrained: bool, optimizer: st
 def train_fgvc(data_root: Path, work_dir: Path, settings: Dict, seed: int) -> Dict:
     """One FGVC run: per-epoch validation top-1 and block drift, the tracked weight's norm change, test top-1."""
     from dcal_plugin.mmpretrain import WeightDriftHook
+    from dcal_plugin.mmpretrain.metrics import read_validation_curve
     runner = fgvc_runner(data_root, work_dir, seed=seed, **settings)
     [drift_hook] = [hook for hook in runner.hooks if isinstance(hook, WeightDriftHook)]
     runner.train()
     name = f'backbone.dcal.vit.{TRACKED}'
     norm = (runner.model.state_dict()[name].norm() / drift_hook.reference[name].norm()).item()
-    return dict(settings=settings, seed=seed, curve=fgvc_curve(work_dir), iterations=runner.iter,
+    return dict(settings=settings, seed=seed, curve=read_validation_curve(work_dir), iterations=runner.iter,
                 drift=block_drift_curves(drift_hook.history), tracked_norm=norm, test=runner.test())
 
 
@@ -101,31 +105,30 @@ def block_drift_curves(history: List[Dict]) -> Dict[str, List[float]]:
             [changes[group].drift for changes in history] for group in groups}
 
 
-def fgvc_curve(work_dir: Path) -> Dict[str, List[float]]:
-    """Per-epoch validation top-1 (%) from mmengine's scalars: fused, SA, GLCA."""
-    [scalars] = work_dir.glob('*/vis_data/scalars.json')
-    rows = [row for row in map(json.loads, scalars.read_text().splitlines()) if 'accuracy/top1' in row]
-    return dict(epoch=[row['step'] for row in rows], fused=[row['accuracy/top1'] for row in rows],
-                sa=[row['dcal/sa_top1'] for row in rows], glca=[row['dcal/glca_top1'] for row in rows])
-
-
-def reid_config(data_root: Path, save_dir: Path, pretrained: bool, old_recipe: bool, epochs: int, seed: int):
+def reid_config(data_root: Path, save_dir: Path, pretrained: bool, recipe: str, epochs: int, seed: int):
     """The paper's Re-ID recipe scaled down: digits-VeRi at 32x32, 4 blocks of 8x8 patches, ``epochs`` epochs.
 
     Warm-up (5 of 120 epochs) and padding (10 of 256 pixels) shrink with the epochs and the image;
-    SGD 0.008, batch 16 x 4, the losses and the rest stay the recipe's.
+    SGD 0.008, batch 16 x 4, the losses and the rest stay the recipe's. ``recipe`` (see
+    :data:`REID_RUNS`): 'demo' is make demo-reid's config as it is, epochs and all.
     """
     from dcal_plugin.torchreid import get_default_config
     size = DEMO_REID_OPTIONS['image_size']
     cfg = get_default_config()
+    if recipe == 'demo':
+        cfg.merge_from_file(str(config_path(DEMO_REID_CONFIG)))
+        cfg.merge_from_list(['data.root', str(data_root), 'data.save_dir', str(save_dir), 'train.seed', seed,
+                             'model.checkpoint', str(builtin_checkpoint()) if pretrained else '',
+                             'train.print_freq', 1000, 'test.eval_freq', 2 * REID_EVAL_EVERY])
+        return cfg
     cfg.merge_from_file(str(config_path(REID_CONFIG)))
     cfg.merge_from_list([
         'data.root', str(data_root), 'data.height', size, 'data.width', size, 'data.workers', 0,
         'data.padding', round(cfg.data.padding * size / PAPER_REID_SIZE), 'data.save_dir', str(save_dir),
         'model.checkpoint', str(builtin_checkpoint()) if pretrained else '', 'train.max_epoch', epochs,
-        'train.warmup_epochs', max(1, round(cfg.train.warmup_epochs * epochs / PAPER_REID_EPOCHS)),
+        'train.warmup_epochs', min(epochs - 1, max(1, round(cfg.train.warmup_epochs * epochs / PAPER_REID_EPOCHS))),
         'train.seed', seed, 'train.print_freq', 1000, 'test.eval_freq', REID_EVAL_EVERY, 'test.ranks', [1, 5, 10],
-        *(OLD_REID_RECIPE if old_recipe else [])])
+        *(OLD_REID_RECIPE if recipe == 'before' else [])])
     cfg.model.timm_kwargs.update(depth=4, patch_size=8)
     return cfg
 
@@ -184,12 +187,13 @@ def reid_section(records: Dict[str, Dict]) -> List[str]:
              'mAP / Rank-1 (%) after the last epoch; drift and norm change as above.', '',
              '| run | SA+GLCA | SA | GLCA | block drift (%) | norm change |', '|---|---|---|---|---|---|']
     lines += [reid_row(name, record) for name, record in records.items()]
+    same = {name: record for name, record in records.items() if record['curve']['epoch'] == first['curve']['epoch']}
     lines += ['', 'Per evaluation: SA+GLCA mAP (%) / the largest block drift (%).', '',
-              '| epoch | ' + ' | '.join(records) + ' |', '|---' * (len(records) + 1) + '|']
+              '| epoch | ' + ' | '.join(same) + ' |', '|---' * (len(same) + 1) + '|']
     for index, epoch in enumerate(first['curve']['epoch']):
         cells = [f'{record["curve"]["SA+GLCA mAP"][index]:.1f} / '
                  f'{100 * max(values[epoch - 1] for values in record["drift"].values()):.1f}'
-                 for record in records.values()]
+                 for record in same.values()]
         lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
     return lines
 

@@ -121,7 +121,7 @@ class DCALViT(nn.Module):
         """Build timm's ``model_name`` (optionally at ``img_size``, int or ``(H, W)``) with its weights, wrap it.
 
         Weights: ``pretrained=True`` loads timm's pretrained weights of the paper's FGVC tag
-        (:data:`FGVC_PRETRAINED_TAGS`; timm's default tag for other models), a string names the
+        (:data:`PAPER_PRETRAINED_TAGS`; timm's default tag for other models), a string names the
         tag (e.g. ``'augreg2_in21k_ft_in1k'``); timm downloads them through its Hugging Face hub
         mechanism into the hub cache, and resizes the position embeddings to ``img_size``.
         ``checkpoint_path`` loads a local file instead. ``kwargs`` named like an argument of
@@ -173,15 +173,24 @@ class DCALViT(nn.Module):
     def load_dcal_state_dict(self, state_dict: Dict[str, Tensor], source: str = 'state_dict') -> None:
         """Load a ``DCALViT`` state_dict (``vit.*``, ``glca_*``), SA's position embeddings resized as a timm file's.
 
-        GLCA's weights must fit exactly (they hold no size-dependent tensor); any difference raises
-        one ``ValueError`` naming ``source`` and the keys, and the model is changed only when all fits.
+        A classifier of another shape (another label set, or none) is dropped for GLCA as for SA, and
+        GLCA's then starts as a copy of SA's; GLCA's other weights must fit exactly (they hold no
+        size-dependent tensor). Any other difference raises one ``ValueError`` naming ``source`` and
+        the keys, and the model is changed only when all fits.
         """
         sa_state = {key[len('vit.'):]: value for key, value in state_dict.items() if key.startswith('vit.')}
-        glca_state = {key: value for key, value in state_dict.items() if not key.startswith('vit.')}
         expected = {key: value for key, value in self.state_dict().items() if not key.startswith('vit.')}
-        check_fits(glca_state, expected, f'DCAL checkpoint {source} does not match the GLCA branch')
+        glca_state = {key: value for key, value in state_dict.items() if not key.startswith('vit.')
+                      and not (key.startswith('glca_head.') and (key not in expected
+                                                                 or value.shape != expected[key].shape))}
+        classifier_kept = all(key in glca_state for key in expected if key.startswith('glca_head.'))
+        check_fits(glca_state, {key: value for key, value in expected.items()
+                                if classifier_kept or not key.startswith('glca_head.')},
+                   f'DCAL checkpoint {source} does not match the GLCA branch')
         load_timm_state_dict(self.vit, sa_state, self.vit.pretrained_cfg['architecture'], source)
         self.load_state_dict(glca_state, strict=False)
+        if self.use_glca and not classifier_kept:
+            self.glca_head.load_state_dict(self.vit.head.state_dict())
 
     def _copy_sa_into_glca(self) -> None:
         """Set GLCA's block, norm and classifier to copies of SA block ``glca_block_index``, SA's norm and classifier."""

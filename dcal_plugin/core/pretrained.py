@@ -4,25 +4,25 @@ from typing import Any, Optional, Union
 import timm
 from timm.models.vision_transformer import VisionTransformer
 
-# FGVC: DeiT on ImageNet-1k; ViT-B/16 and R50-ViT-B on Google's original ImageNet-21k weights, which the FGVC ViT
+# The paper's FGVC rows: DeiT on ImageNet-1k; ViT-B/16 and R50-ViT-B on Google's original ImageNet-21k weights, which the FGVC ViT
 # work of the paper's time (TransFG) fine-tunes (the 384 hybrid has only its 1k fine-tuning in timm)
-FGVC_PRETRAINED_TAGS = {
+PAPER_PRETRAINED_TAGS = {
     'deit_tiny_patch16_224': 'fb_in1k', 'deit_small_patch16_224': 'fb_in1k', 'deit_base_patch16_224': 'fb_in1k',
     'vit_base_patch16_224': 'orig_in21k', 'vit_base_r50_s16_224': 'orig_in21k',
     'vit_base_r50_s16_384': 'orig_in21k_ft_in1k',
 }
 # Re-ID: TransReID's ViT-B/16 file jx_vit_base_p16_224-80ecf9dd.pth is timm's orig_in21k_ft_in1k; the rest as FGVC
 # (the paper has no R50-ViT Re-ID row: that backbone's Re-ID tag is ours)
-REID_PRETRAINED_TAGS = dict(FGVC_PRETRAINED_TAGS, vit_base_patch16_224='orig_in21k_ft_in1k')
-PAPER_PRETRAINED_TAGS = {'fgvc': FGVC_PRETRAINED_TAGS, 'reid': REID_PRETRAINED_TAGS}
-SUPPORTED_MODELS = tuple(FGVC_PRETRAINED_TAGS)
+REID_PRETRAINED_TAGS = dict(PAPER_PRETRAINED_TAGS, vit_base_patch16_224='orig_in21k_ft_in1k')
+_TAGS_BY_TASK = {'fgvc': PAPER_PRETRAINED_TAGS, 'reid': REID_PRETRAINED_TAGS}
+SUPPORTED_MODELS = tuple(PAPER_PRETRAINED_TAGS)
 
 
 def paper_pretrained_tag(model_name: str, task: str = 'fgvc') -> Optional[str]:
     """The timm tag of the weights the paper's ``task`` ('fgvc' or 'reid') fine-tunes ``model_name`` from, else None."""
-    if task not in PAPER_PRETRAINED_TAGS:
-        raise ValueError(f'task must be one of {tuple(PAPER_PRETRAINED_TAGS)}, got {task!r}')
-    return PAPER_PRETRAINED_TAGS[task].get(model_name)
+    if task not in _TAGS_BY_TASK:
+        raise ValueError(f'task must be one of {tuple(_TAGS_BY_TASK)}, got {task!r}')
+    return _TAGS_BY_TASK[task].get(model_name)
 
 
 def create_timm_model(model_name: str, pretrained: Union[bool, str], **kwargs: Any) -> VisionTransformer:

@@ -1,5 +1,7 @@
 """``DCALBranchAccuracy``: top-1 of SA alone, GLCA alone and the fused prediction, from one test pass."""
-from typing import Dict, List, Sequence
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
 
 import torch
 from mmengine.evaluator import BaseMetric
@@ -30,3 +32,18 @@ class DCALBranchAccuracy(BaseMetric):
         names = [name for name in SCORES if results and name in results[0]]
         return {f'{name}_top1': 100.0 * torch.tensor([r[name] for r in results], dtype=torch.float64).mean().item()
                 for name in names}
+
+
+def read_validation_curve(work_dir: Union[str, Path]) -> Dict[str, List[float]]:
+    """Per-validation top-1 (%) from a run's mmengine scalars: ``{'epoch', 'fused', 'sa'[, 'glca']}``.
+
+    Reads ``<work_dir>/<timestamp>/vis_data/scalars.json`` (mmengine's ``LocalVisBackend``), the
+    rows that hold ``accuracy/top1`` (the fused prediction) and this metric's branch keys.
+    """
+    [scalars] = Path(work_dir).glob('*/vis_data/scalars.json')
+    rows = [row for row in map(json.loads, scalars.read_text().splitlines()) if 'accuracy/top1' in row]
+    curve = dict(epoch=[row['step'] for row in rows], fused=[row['accuracy/top1'] for row in rows],
+                 sa=[row['dcal/sa_top1'] for row in rows])
+    if rows and 'dcal/glca_top1' in rows[0]:
+        curve['glca'] = [row['dcal/glca_top1'] for row in rows]
+    return curve

@@ -5,20 +5,18 @@ from mmengine.registry import PARAM_SCHEDULERS, DefaultScope
 from mmpretrain.registry import MODELS
 from torch import nn
 
-from ..recipe_check import RecipeSchedule, merge_equal_param_groups
-
-# The stand-in model whose parameters the recipe's optimizer groups by name: a 1-block DeiT of width 24 with the
-# config's DCAL options (recipes do not depend on the model's size)
-STAND_IN_BACKBONE = dict(model_name='deit_tiny_patch16_224', checkpoint_path=None, pretrained=False, img_size=32,
-                         patch_size=8, depth=1, embed_dim=24, num_heads=3)
-STAND_IN_CLASSES = 10
+from ..recipe_check import STAND_IN_CLASSES, STAND_IN_VIT, RecipeSchedule, merge_equal_param_groups
 
 
 def stand_in_model(cfg: Config) -> nn.Module:
-    """The config's classifier with a small backbone (:data:`STAND_IN_BACKBONE`) and 10 classes."""
+    """The config's classifier with a narrow backbone (:data:`~dcal_plugin.recipe_check.STAND_IN_VIT`), no weights loaded.
+
+    The config's depth (12 when it sets none), frozen stages and DCAL options are kept: layer-wise
+    lr decay and frozen blocks act per block.
+    """
     model_cfg = cfg.model.copy()
-    model_cfg.backbone = dict(model_cfg.backbone, **STAND_IN_BACKBONE)
-    model_cfg.head = dict(model_cfg.head, in_channels=STAND_IN_BACKBONE['embed_dim'], num_classes=STAND_IN_CLASSES)
+    model_cfg.backbone = dict(model_cfg.backbone, **STAND_IN_VIT, checkpoint_path=None, pretrained=False)
+    model_cfg.head = dict(model_cfg.head, in_channels=STAND_IN_VIT['embed_dim'], num_classes=STAND_IN_CLASSES)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(model_cfg)
 

@@ -117,3 +117,23 @@ def test_unknown_and_unsupported_model_names():
 def test_checkpoint_filter_is_timms_own(name, module):
     assert checkpoint_filter(name).func.__module__ == module
     assert checkpoint_filter('deit_base_patch16_224').keywords == {'adapt_layer_scale': True}
+
+
+@pytest.mark.parametrize('num_classes', [5, 7, 0])
+def test_a_dcal_state_dict_keeps_glcas_classifier_only_for_the_same_label_set(num_classes):
+    """Another label set (or none) drops GLCA's classifier as SA's; GLCA's then starts as a copy of SA's."""
+    torch.manual_seed(0)
+    trained = DCALViT.from_timm('deit_tiny_patch16_224', img_size=32, patch_size=8, depth=2, num_classes=5)
+    with torch.no_grad():
+        trained.glca_head.weight.add_(1.0)  # GLCA's classifier no longer a copy of SA's
+        trained.glca_block.mlp.fc1.bias.add_(1.0)
+    torch.manual_seed(1)
+    model = DCALViT.from_timm('deit_tiny_patch16_224', img_size=32, patch_size=8, depth=2, num_classes=num_classes)
+    model.load_dcal_state_dict(trained.state_dict())
+    torch.testing.assert_close(model.glca_block.mlp.fc1.bias, trained.glca_block.mlp.fc1.bias)
+    torch.testing.assert_close(model.vit.blocks[1].attn.qkv.weight, trained.vit.blocks[1].attn.qkv.weight)
+    if num_classes == 5:
+        torch.testing.assert_close(model.glca_head.weight, trained.glca_head.weight)
+    elif num_classes == 7:
+        torch.testing.assert_close(model.glca_head.weight, model.vit.head.weight)
+        assert not torch.equal(model.vit.head.weight[:5], trained.vit.head.weight)  # dropped, not loaded

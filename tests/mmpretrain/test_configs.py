@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmpretrain.registry import MODELS
 
-from dcal_plugin.core import FGVC_PRETRAINED_TAGS
+from dcal_plugin.core import PAPER_PRETRAINED_TAGS
 
 from .conftest import REPO, small_config
 
@@ -61,7 +61,7 @@ def test_paper_configs_name_a_timm_checkpoint_of_the_papers_fgvc_tag():
             # METHOD §7: DeiT on ImageNet-1k; ViT-B and R50-ViT-B on Google's original ImageNet-21k (TransFG's files)
             tag = 'fb_in1k' if model_name.startswith('deit') else 'orig_in21k'
             assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{tag}.pth'
-            assert FGVC_PRETRAINED_TAGS[model_name] == tag  # what pretrained=True downloads
+            assert PAPER_PRETRAINED_TAGS[model_name] == tag  # what pretrained=True downloads
 
 
 def test_learning_rate_follows_the_papers_batch_rule(digits_roots, tmp_path):

@@ -67,3 +67,28 @@ def test_recipe_schedule_steps_the_lr_as_the_runner_does(digits_roots, tmp_path)
         schedule.step_epoch()
     assert lrs == pytest.approx(recorder.lrs, rel=1e-9)
     assert max(lrs) == pytest.approx(5e-4 * 8 / 512, rel=0.05)  # the batch rule at batch 8
+
+
+def test_the_stand_in_keeps_the_configs_depth_frozen_stages_and_layer_decay():
+    """Frozen blocks get no gradient and are not tracked; layer-wise lr decay reaches every block of all 12."""
+    from mmengine.config import Config
+
+    from dcal_plugin.recipe_check import RecipeSchedule, make_pretrained_like_, norm_retention
+    cfg = Config.fromfile(str(REPO / 'configs' / 'dcal_deit-tiny_cub.py'))
+    cfg.model.backbone.frozen_stages = 2
+    cfg.optim_wrapper = dict(type='OptimWrapper', constructor='LearningRateDecayOptimWrapperConstructor',
+                             optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+                             paramwise_cfg=dict(layer_decay_rate=0.5))
+    model = stand_in_model(cfg)
+    assert len(model.backbone.dcal.vit.blocks) == 12
+    make_pretrained_like_(model)
+    frozen = model.backbone.dcal.vit.blocks[1].attn.qkv.weight.detach().clone()
+    schedule = recipe_schedule(cfg, model, epoch_length=5)
+    lr_of = {id(p): group['lr'] for group in schedule.optimizer.param_groups for p in group['params']}
+    blocks = model.backbone.dcal.vit.blocks
+    assert lr_of[id(blocks[3].attn.qkv.weight)] == pytest.approx(2 * lr_of[id(blocks[2].attn.qkv.weight)])
+    retention = norm_retention(model, RecipeSchedule(schedule.optimizer, schedule.step_iteration, schedule.step_epoch,
+                                                     epochs=1, epoch_length=5))
+    assert not any('.blocks.0.' in name or '.blocks.1.' in name for name in retention.kept)
+    assert 'backbone.dcal.vit.blocks.2.attn.qkv.weight' in retention.kept
+    torch.testing.assert_close(model.backbone.dcal.vit.blocks[1].attn.qkv.weight, frozen, rtol=0, atol=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dcal_plugin import cli
+from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS
 from dcal_plugin.resources import config_names
 
 from .conftest import REPO
@@ -128,3 +129,22 @@ def test_the_demo_runs_end_to_end_into_any_folder(monkeypatch, tmp_path):
     assert (tmp_path / 'elsewhere' / 'work_dir' / 'epoch_1.pth').is_file()
     assert len(list((tmp_path / 'elsewhere' / 'heatmaps').glob('*_rollout.png'))) == 4
     assert not (tmp_path / 'demo_output').exists()
+
+
+def test_the_demo_data_options_become_make_demo_data_flags():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('make_demo_data', REPO / 'tools' / 'make_demo_data.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    flags = cli.option_flags({'image_size': 48, 'digit_scale': (0.55, 0.9), 'digit_colour': 'white'})
+    assert flags == ['--image-size', '48', '--digit-scale', '0.55', '0.9', '--digit-colour', 'white']
+    _, args = tool.parse_args(['root', '--layout', 'cub', *cli.option_flags(DEMO_FGVC_OPTIONS)])
+    assert {name: getattr(args, name) for name in DEMO_FGVC_OPTIONS} == {
+        name: list(value) if isinstance(value, tuple) else value for name, value in DEMO_FGVC_OPTIONS.items()}
+
+
+def test_a_missing_built_in_checkpoint_says_how_to_write_it(monkeypatch, tmp_path):
+    from dcal_plugin import resources
+    monkeypatch.setattr(resources, 'BUILTIN_CHECKPOINT', tmp_path / 'gone.pth')
+    with pytest.raises(FileNotFoundError, match='tools/pretrain_source_vit.py .*make pretrained'):
+        resources.builtin_checkpoint()

@@ -1,7 +1,7 @@
 # The paper's FGVC recipe (METHOD §7): "Adam with weight decay 0.05", lr 5e-4 / 512 x batch size, cosine, 100 epochs.
 # That is DeiT's recipe, whose optimizer is AdamW (decoupled decay). torch's Adam(weight_decay=0.05) adds 0.05 * w to
 # the gradient, which Adam's normalisation turns into a shrink of ~lr per step: it erases pretrained weights within
-# a few epochs (tests/test_fine_tuning_schedules.py fails on it).
+# a few epochs (tests/test_recipes_keep_pretrained_weights.py fails on it).
 optim_wrapper = dict(
     constructor='DCALOptimWrapperConstructor',  # mmengine's default, compile=True-able (dcal_plugin/mmpretrain)
     optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.05),  # DeiT's betas (0.9, 0.999) and eps 1e-8
