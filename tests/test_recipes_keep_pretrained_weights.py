@@ -2,16 +2,18 @@
 
 Each paper config's optimizer and learning-rate schedule are built as its toolbox builds them
 (mmengine's optimizer wrapper, ``auto_scale_lr`` and param schedulers; the torchreid yaml through
-``tools/train_reid.py``'s builders) on a small stand-in model whose weight matrices are drawn like a
-pretrained ViT's (std 0.02), then run for the recipe's epochs on its paper data set's number of
-iterations per epoch, with N(0, 1e-4²) noise as every gradient (``dcal_plugin.recipe_check``).
+``tools/train_reid.py``'s builders) on a narrow stand-in model of the config's depth whose weight
+matrices are drawn like a pretrained ViT's (std 0.02), then run for the recipe's epochs with
+N(0, 1e-4²) noise as every gradient (``dcal_plugin.recipe_check``). Configs whose recipe is the same
+but for the data set share one simulation, at the most iterations per epoch among their paper data
+sets: the decay a recipe applies grows with its steps, so that data set bounds the others.
 
 - FGVC (AdamW): no block weight may lose more than 5% of its norm at any epoch. torch's
   ``Adam(weight_decay=0.05)``, which the FGVC recipe used before, keeps 18% after 10 CUB epochs.
 - Every recipe: no block weight may lose more than 5% beyond its nominal weight decay (what the
   decay leaves of a weight its gradient holds). TransReID's SGD recipe (momentum 0.9, coupled decay
   1e-4) itself takes 10-25% over 120 epochs from a weight no gradient holds: plain L2, undone by a
-  gradient of 1e-3·|w| (docs/rehearsal.md), where coupled Adam's is normalised into ~lr per step.
+  gradient of 1e-3·|w|, where coupled Adam's is normalised into ~lr per step.
 """
 import math
 from pathlib import Path
@@ -26,30 +28,44 @@ FGVC_CONFIGS = sorted(p for p in (REPO / 'configs').glob('dcal_*.py') if 'digits
 REID_CONFIGS = sorted(p for p in (REPO / 'configs' / 'reid').glob('dcal_*.yaml') if 'digits' not in p.name)
 
 
-def fgvc_recipes():
-    """{signature: [configs]}: configs with one optimizer, schedule, batch and data set share a simulation."""
-    from mmengine.config import Config
+def longest_epoch_per_recipe(configs):
+    """``[(signature, iterations per epoch, cfg, path)]`` -> {signature: (cfg of the longest epoch, [paths], its iterations)}."""
     recipes = {}
+    for signature, iterations, cfg, path in configs:
+        recipes.setdefault(signature, []).append((iterations, cfg, path))
+    return {signature: (max(members, key=lambda member: member[0])[1], [path for _, _, path in members],
+                        max(iterations for iterations, _, _ in members))
+            for signature, members in recipes.items()}
+
+
+def fgvc_recipes():
+    """The FGVC paper configs by recipe (all but the data set), each simulated at its longest paper epoch."""
+    from mmengine.config import Config
+    configs = []
     for path in FGVC_CONFIGS:
         cfg = Config.fromfile(str(path))
+        backbone = cfg.model.backbone
         signature = repr([cfg.optim_wrapper, cfg.param_scheduler, cfg.train_cfg, cfg.auto_scale_lr,
-                          cfg.train_dataloader.batch_size, cfg.train_dataloader.dataset.type])
-        recipes.setdefault(signature, []).append(path)
-    return recipes
+                          cfg.train_dataloader.batch_size, backbone.get('depth'), backbone.get('frozen_stages'),
+                          backbone.get('use_glca'), backbone.get('use_pwca')])
+        batch = cfg.train_dataloader.batch_size
+        configs.append((signature, math.ceil(OFFICIAL_TRAIN_IMAGES[cfg.train_dataloader.dataset.type] / batch),
+                        cfg, path))
+    return longest_epoch_per_recipe(configs)
 
 
 def reid_recipes():
-    """{(signature, data set): [configs]}: configs with one optimizer, schedule, batch and data set share a simulation."""
+    """The Re-ID paper configs by recipe (all but the data set), each simulated at its longest paper epoch."""
     from dcal_plugin.torchreid import get_default_config
     from dcal_plugin.torchreid.config import optimizer_kwargs, scheduler_kwargs
-    recipes = {}
+    configs = []
     for path in REID_CONFIGS:
         cfg = get_default_config()
         cfg.merge_from_file(str(path))
         signature = repr([optimizer_kwargs(cfg), scheduler_kwargs(cfg), cfg.train.batch_size, cfg.model.use_glca,
-                          cfg.model.use_pwca])
-        recipes.setdefault((signature, cfg.data.sources[0]), []).append(path)
-    return recipes
+                          cfg.model.use_pwca, cfg.model.timm_kwargs.get('depth')])
+        configs.append((signature, OFFICIAL_TRAIN_IMAGES[cfg.data.sources[0]] // cfg.train.batch_size, cfg, path))
+    return longest_epoch_per_recipe(configs)
 
 
 def check_kept(per_epoch, what, measure='of its norm'):
@@ -57,36 +73,23 @@ def check_kept(per_epoch, what, measure='of its norm'):
     assert per_epoch[worst] > KEPT_NORM, f'{what}: a block weight keeps {per_epoch[worst]:.1%} {measure} after epoch {worst + 1}'
 
 
-REID_SOURCES = ['veri776', 'msmt17_trainval', 'market1501', 'dukemtmcreid']  # MSMT17 on train + val, as TransReID
-
-
-def test_every_paper_config_is_simulated():
-    """Every config falls in a group that a parametrized test below simulates (by data set)."""
+def test_every_paper_config_is_simulated_at_its_longest_paper_epoch():
     pytest.importorskip('mmpretrain')
     pytest.importorskip('torchreid')
-    from mmengine.config import Config
-    assert len(FGVC_CONFIGS) == 15 and sum(map(len, fgvc_recipes().values())) == 15
-    assert {Config.fromfile(str(paths[0])).train_dataloader.dataset.type for paths in fgvc_recipes().values()} == {
-        'CUB', 'StanfordCars', 'FGVCAircraft'}
-    assert len(REID_CONFIGS) == 20 and sum(map(len, reid_recipes().values())) == 20
-    assert {source for _, source in reid_recipes()} == set(REID_SOURCES)
+    fgvc, reid = fgvc_recipes(), reid_recipes()
+    assert sorted(path for _, paths, _ in fgvc.values() for path in paths) == FGVC_CONFIGS and len(FGVC_CONFIGS) == 15
+    assert sorted(path for _, paths, _ in reid.values() for path in paths) == REID_CONFIGS and len(REID_CONFIGS) == 20
+    assert [iterations for _, _, iterations in fgvc.values()] == [509]  # Stanford Cars: 8,144 images / 16
+    assert [iterations for _, _, iterations in reid.values()] == [590]  # VeRi-776: 37,778 images / 64
 
 
-@pytest.mark.parametrize('dataset', ['CUB', 'StanfordCars', 'FGVCAircraft'])
-def test_fgvc_recipes_keep_pretrained_weights_over_their_whole_schedule(dataset):
+def test_fgvc_recipes_keep_pretrained_weights_over_their_whole_schedule():
     pytest.importorskip('mmpretrain')
-    from mmengine.config import Config
-
     from dcal_plugin.mmpretrain.recipe_schedule import recipe_schedule, stand_in_model
-    recipes = [paths for paths in fgvc_recipes().values()
-               if Config.fromfile(str(paths[0])).train_dataloader.dataset.type == dataset]
-    assert recipes
-    for paths in recipes:
-        cfg = Config.fromfile(str(paths[0]))
+    for cfg, paths, iterations in fgvc_recipes().values():
         model = stand_in_model(cfg)
         make_pretrained_like_(model)
-        epoch_length = math.ceil(OFFICIAL_TRAIN_IMAGES[dataset] / cfg.train_dataloader.batch_size)
-        schedule = recipe_schedule(cfg, model, epoch_length)
+        schedule = recipe_schedule(cfg, model, iterations)
         assert schedule.epochs == 100 and schedule.optimizer.param_groups[0]['lr'] < 5e-4  # the batch rule applied
         retention = norm_retention(model, schedule)
         assert len(retention.weakest()) == 100 and len(retention.kept) == 13 * 4  # 12 SA blocks and GLCA's, 4 matrices
@@ -112,19 +115,13 @@ def test_the_check_fails_on_torchs_coupled_adam_decay():
             check_kept(per_epoch, 'Adam(weight_decay=0.05)')
 
 
-@pytest.mark.parametrize('dataset', REID_SOURCES)
-def test_reid_recipes_take_no_more_than_their_weight_decay_over_their_whole_schedule(dataset):
+def test_reid_recipes_take_no_more_than_their_weight_decay_over_their_whole_schedule():
     pytest.importorskip('torchreid')
-    from dcal_plugin.torchreid import get_default_config
     from dcal_plugin.torchreid.recipe_schedule import recipe_schedule, stand_in_model
-    recipes = [paths for (_, source), paths in reid_recipes().items() if source == dataset]
-    assert recipes
-    for paths in recipes:
-        cfg = get_default_config()
-        cfg.merge_from_file(str(paths[0]))
+    for cfg, paths, iterations in reid_recipes().values():
         model = stand_in_model(cfg)
         make_pretrained_like_(model)
-        schedule = recipe_schedule(cfg, model, OFFICIAL_TRAIN_IMAGES[dataset] // cfg.train.batch_size)
+        schedule = recipe_schedule(cfg, model, iterations)
         assert schedule.epochs == 120
         retention = norm_retention(model, schedule)
         assert len(retention.weakest()) == 120
