@@ -205,3 +205,20 @@ def test_the_demo_schedule_stretches_and_drops_a_warm_up_shorter_than_an_iterati
     assert [s['end'] for s in longer] == [2 * warmup['end'], 2 * cosine['end']] and longer[1]['T_max'] == 2 * cosine['T_max']
     [only] = ablation.stretched_schedule(cfg, 1)  # 10 images, batch 16: one iteration an epoch
     assert only['type'] == 'CosineAnnealingLR' and only['end'] == 1
+
+
+def test_each_variant_against_sa_only_is_paired_by_seed(monkeypatch):
+    """Differences variant - SA only of the same seed (FGVC fused top-1; Re-ID the retrieval feature's), t interval."""
+    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
+    import ablation_report
+    runs = {'SA only': dict(fgvc=[dict(seed=0, test=dict(fused=50.0)), dict(seed=1, test=dict(fused=40.0))],
+                            reid=[dict(seed=0, test={'SA mAP': 10.0, 'SA R1': 9.0})]),
+            DCAL: dict(fgvc=[dict(seed=1, test=dict(fused=49.0)), dict(seed=0, test=dict(fused=53.0)),
+                             dict(seed=7, test=dict(fused=99.0))],  # no SA-only run of seed 7: left out
+                       reid=[dict(seed=0, test={'SA mAP': 1.0, 'SA R1': 1.0, 'SA+GLCA mAP': 14.0, 'SA+GLCA R1': 12.0})])}
+    summary = ablation_report.summarise_against_baseline(runs)
+    fused = summary['fgvc'][DCAL]['fused']
+    assert fused['seeds'] == [1, 0] and fused['difference'] == [9.0, 3.0] and fused['mean'] == 6.0
+    assert fused['half_width'] == pytest.approx(T_975[2] * statistics.stdev([9.0, 3.0]) / math.sqrt(2))
+    assert summary['reid'][DCAL]['mAP']['difference'] == [4.0] and summary['reid'][DCAL]['R1']['low'] is None
+    assert 'SA only' not in summary['fgvc']

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
-from ablation_report import PAIRED_METRICS, TASK_TITLES, summarise_overfitting, summarise_paired, write_report
+from ablation_report import (
+    PAIRED_METRICS, TASK_TITLES, summarise_against_baseline, summarise_overfitting, summarise_paired, write_report)
 from torch import Tensor
 
 from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS
@@ -415,7 +416,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                  fgvc_config=str(FGVC_CONFIG.relative_to(ROOT)), reid_config=str(REID_CONFIG.relative_to(ROOT)),
                  cut=what_was_cut(plan['tasks'], plan['seeds'], plan['variants']),
                  switches={variant: VARIANTS[variant] for variant in runs})
-    result = dict(setup=setup, runs=runs, paired=summarise_paired(runs), overfitting=summarise_overfitting(runs))
+    result = dict(setup=setup, runs=runs, paired=summarise_paired(runs), overfitting=summarise_overfitting(runs),
+                  against_sa_only=summarise_against_baseline(runs))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / 'ablation.json').write_text(json.dumps(result, indent=1))
     write_report(result, args.out_dir)

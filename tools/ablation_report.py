@@ -37,6 +37,53 @@ def summarise_paired(runs: Dict[str, Dict[str, List[Dict]]]) -> Dict[str, Dict[s
             for task, metrics in PAIRED_METRICS.items()}
 
 
+BASELINE = 'SA only'
+AGAINST_BASELINE = {'fgvc': ('fused',), 'reid': ('mAP', 'R1')}  # Re-ID: of each variant's retrieval feature
+
+
+def retrieval(test: Dict, metric: str) -> float:
+    """A Re-ID run's ``metric`` of its retrieval feature: SA+GLCA's with GLCA, SA's without."""
+    return test.get(f'SA+GLCA {metric}', test[f'SA {metric}'])
+
+
+def summarise_against_baseline(runs: Dict[str, Dict[str, List[Dict]]]) -> Dict[str, Dict[str, Dict[str, Dict]]]:
+    """``{task: {variant: {metric: per-seed differences variant - SA only, their mean and 95% interval}}}``.
+
+    Paired by seed (the same seed's data order and initialisation of the new layers); variants and
+    seeds without an SA-only run of the same seed are left out.
+    """
+    summary = {}
+    for task, metrics in AGAINST_BASELINE.items():
+        baseline = {record['seed']: record['test'] for record in runs.get(BASELINE, {}).get(task, [])}
+        value = (lambda test, metric: test[metric]) if task == 'fgvc' else retrieval
+        for variant, by_task in runs.items():
+            records = [record for record in by_task.get(task, []) if record['seed'] in baseline]
+            if variant == BASELINE or not records:
+                continue
+            summary.setdefault(task, {})[variant] = {metric: dict(
+                seeds=[record['seed'] for record in records],
+                difference=(difference := [value(record['test'], metric) - value(baseline[record['seed']], metric)
+                                           for record in records]), **t_interval(difference)) for metric in metrics}
+    return summary
+
+
+def against_baseline_sections(summary: Dict[str, Dict[str, Dict[str, Dict]]]) -> List[str]:
+    """Per task: each variant minus SA only, per seed, with the mean and its 95% interval."""
+    lines = []
+    for task, by_variant in summary.items():
+        lines += [f'## {TASK_TITLES[task]}: each variant against SA only, paired by seed',
+                  'Test metric of the variant minus SA only\'s, per seed (Re-ID: each variant\'s retrieval feature); '
+                  'mean over seeds and 95% Student-t interval.', '',
+                  '| variant | metric | per seed | mean difference | 95% interval |', '|---|---|---|---|---|']
+        for variant, by_metric in by_variant.items():
+            for metric, entry in by_metric.items():
+                per_seed = ', '.join(f'{value:+.1f}' for value in entry['difference'])
+                lines.append(f'| {variant} | {LABELS.get(metric, metric)} | {per_seed} | {entry["mean"]:+.1f} | '
+                             f'{interval_text(entry)} |')
+        lines.append('')
+    return lines
+
+
 def summarise_overfitting(runs: Dict[str, Dict[str, List[Dict]]]) -> Dict[str, Dict[str, List[float]]]:
     """Per FGVC variant, per seed: fused top-1 on the train and test splits and the gap train - test."""
     summary = {}
@@ -179,7 +226,7 @@ def write_report(result: Dict, out_dir: Path) -> None:
         f'(`{setup["pretrained"]}`, trained on which two digits a canvas shows; the from-scratch ablation of before '
         'is [ablation_from_scratch/ablation.md](ablation_from_scratch/ablation.md)). Mean ± std over seeds of the '
         'final epoch. **Small generated data: these are not paper numbers.**', '', f'What was cut: {setup["cut"]}', '',
-        *branch_sections(result), *paired_sections(result)]
+        *branch_sections(result), *against_baseline_sections(result['against_sa_only']), *paired_sections(result)]
     if result['overfitting']:
         lines += ['## FGVC: over-fitting, fused top-1 (%) on the train and test splits',
                   'The final model on the train split through the test pipeline (no augmentation), with its own '
