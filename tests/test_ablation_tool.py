@@ -176,9 +176,12 @@ def test_reid_pwca_diagnostics(ablation):
             assert mean_std([run[part][key] for run in diagnostics], digits) in line, key
 
 
-def test_a_second_call_keeps_the_finished_runs_and_trains_only_new_ones(ablation):
+def test_a_second_call_keeps_the_finished_runs_and_trains_the_rest_afresh(ablation):
     _, result, _, out = ablation
     again = out.parent / 'again'
+    interrupted = out.parent / 'w' / 'fgvc' / 'SA+PWCA' / 'seed2' / '20260101_000000' / 'vis_data'
+    interrupted.mkdir(parents=True)  # what a run killed mid-way leaves: mmengine's folder of a run without a record
+    (interrupted / 'scalars.json').write_text('{"accuracy/top1": 0.0, "dcal/sa_top1": 0.0, "step": 1}\n')
     stdout = call_ablation(again, out.parent / 'w', '--seeds', '0', '1', '2', '--variants', PWCA, '--tasks', 'fgvc')
     lines = [line for line in stdout.splitlines() if '] fgvc | SA + PWCA | seed' in line]
     assert [' (kept from an earlier call)' in line for line in lines] == [True, True, False]

@@ -1,34 +1,37 @@
 """Ablation of DCAL's branches and of GLCA's query selection on the built-in digits data.
 
 Variants, each with the same budget and seeds: SA only, SA + GLCA, SA + PWCA, full DCAL, and DCAL
-with random GLCA queries at train and test time (the paper's "random queries" row). FGVC goes
-through the MMPretrain demo config on digits-CUB (top-1 of SA, GLCA and fused, from mmengine's
-validation after every epoch), Re-ID through the torchreid engine on digits-VeRi-776 (mAP and
-Rank-1, tested every few epochs). After training, in the same process:
+with random GLCA queries at train and test time (the paper's "random queries" row). Every model is
+fine-tuned from the built-in pretrained ViT, as the paper fine-tunes ImageNet weights. FGVC goes
+through the MMPretrain demo config on digits-CUB (its 10 epochs; top-1 of SA, GLCA and fused, from
+mmengine's validation after every epoch), Re-ID through the torchreid engine on digits-VeRi-776 with
+``make demo-reid``'s config (24 epochs; mAP and Rank-1, tested every few epochs). After training, in
+the same process:
 
 - every model with GLCA is tested twice, with rollout and with random queries (torch's RNG seeded
   with ``EVAL_SEED``); per seed the paired difference rollout - random, and its mean over seeds with
   a 95% Student-t interval (n - 1 degrees of freedom), so that seed noise cannot hide the effect;
-- FGVC models are also scored on the train split (the demo's train pipeline has no augmentation):
+- every variant against SA only, paired by seed (same seed, same data order), with the same interval;
+- FGVC models are also scored on the train split through the test pipeline (no crop, no flip):
   train - test gap, PWCA's claimed effect being less over-fitting;
 - Re-ID runs log, averaged over the last epoch: per-branch cross-entropy and triplet losses, the
   share of PWCA partners with the image's identity, and how far the PWCA rows' batch statistics
   (what their BNNeck normalises with) lie from the SA rows'; plus the final uncertainty weights.
 
-Budget (``make ablation``, 2 CPU cores, at most ~75 min): an FGVC run takes 70-80 s without PWCA
-and ~140 s with it, a Re-ID run 55-70 s without PWCA and 100-120 s with it (measured in the
-ablation of 2026-12-02, docs/ablation.json). The full grid, 5 variants x 5 seeds x 2 tasks, would
-take ~95 min; the defaults keep every run's budget (FGVC 15 epochs, Re-ID 24) and every variant on
-FGVC, where the paper has its random-queries row, with seeds 0-4 (25 runs, ~45 min), and cut
-Re-ID to seeds 0-2 without 'DCAL, random queries' (12 runs, ~20 min): ~70 min in all.
+Budget (``make ablation``, 2 CPU cores): an FGVC run took 110-120 s for SA only, 125-170 s for SA +
+GLCA, 280-360 s for SA + PWCA and 375-390 s for DCAL, a Re-ID run 95-RRR s (two runs side by side,
+one thread each, 2026-12-06). The defaults keep every variant on FGVC, where the paper has its
+random-queries row, with seeds 0-4 (25 runs, ~110 min of runs), and cut Re-ID to seeds 0-2 without
+'DCAL, random queries' (12 runs, ~RR min); ``--seeds``/``--reid-seeds`` split the grid over processes.
 
 Every finished run leaves its record in its folder; a second call with the same epochs and data keeps those runs
-and trains only the rest, so an interrupted ablation loses at most the run it was in.
+and trains the rest (an unfinished run's folder is cleared first), so an interrupted ablation loses at most the run
+it was in.
 
 Writes ``<out>/ablation.md`` (tables), ``<out>/ablation.png`` (learning curves) and
 ``<out>/ablation.json`` (every raw number). Numbers on this data are not paper numbers.
 
-    python tools/ablation.py                       # make ablation: ~70 min on 2 CPU cores
+    python tools/ablation.py                       # make ablation: ~2 h of runs on 2 CPU cores
     python tools/ablation.py --scale 4 --seeds 0 1 2 3 4 --reid-seeds 0 1 2 3 4   # more data and epochs (GPU)
 """
 import argparse
@@ -36,6 +39,7 @@ import contextlib
 import copy
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -157,7 +161,7 @@ def fgvc_top1(model: torch.nn.Module, loader) -> Dict[str, float]:
 
 
 def unaugmented_train_loader(runner):
-    """The train split in a fixed order, through the test pipeline and batching (the demo trains unaugmented)."""
+    """The train split in a fixed order, through the test pipeline and batching (no crop, no flip)."""
     loader = copy.deepcopy(runner.cfg.test_dataloader)
     loader.dataset = dict(copy.deepcopy(runner.cfg.train_dataloader.dataset), pipeline=loader.dataset.pipeline)
     return runner.build_dataloader(loader)
@@ -376,6 +380,7 @@ def run_all(plan: Dict, work_dir: Path) -> Dict[str, Dict[str, List[Dict]]]:
         began = time.time()
         record = finished_record(run_dir, settings)
         if record is None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run's leftovers: it starts again from nothing
             record = dict(run_job(task, variant, seed, roots[task], run_dir, plan), seconds=time.time() - began)
             (run_dir / FINISHED).write_text(json.dumps(dict(plan=settings, record=record)))
         else:
