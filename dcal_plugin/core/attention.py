@@ -61,6 +61,11 @@ def attend_with_map(
     return attend(q, k, v, dropout_p), read_map
 
 
+def read_map(attention_map: AttentionMap) -> Tensor:
+    """A map as a tensor: computed now if :func:`attend_with_map` gave it as a function."""
+    return attention_map if isinstance(attention_map, Tensor) else attention_map()
+
+
 def records_gradient(*tensors: Tensor) -> bool:
     """Whether autograd records an operation on ``tensors``."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

@@ -9,7 +9,7 @@ import torch.utils.checkpoint
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from .attention import AttentionMap, MapRows
+from .attention import AttentionMap, MapRows, read_map
 from .attention_map_kernel import softmax_with_head_mean
 from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
 from .checkpoint import check_fits, load_timm_checkpoint, load_timm_state_dict
@@ -243,12 +243,16 @@ class DCALViT(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, x: Tensor, num_blocks: Optional[int] = None) -> List[Tensor]:
-        """Head-averaged SA attention maps ``[B, N, N]`` of the first ``num_blocks`` blocks (default all), no gradient."""
+        """Head-averaged SA attention maps ``[B, N, N]`` of the first ``num_blocks`` blocks (default all), no gradient.
+
+        Tensors in every precision: under bfloat16 or float16 (autocast or a cast model) the maps
+        are float32, computed from the half-precision queries and keys as the rollout reads them.
+        """
         stream, maps = self._embed(x), []
         for block in self.vit.blocks[:num_blocks]:
             stream, attention_map = self_and_pair_attention_block(
                 block, stream, map_rows=MapRows.ALL, softmax=self.softmax_with_head_mean)
-            maps.append(attention_map)
+            maps.append(read_map(attention_map))
         return maps
 
     @torch.no_grad()
@@ -258,13 +262,18 @@ class DCALViT(nn.Module):
         return class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True).reshape(x.shape[0], *self.grid_size)
 
     def _embed(self, x: Tensor) -> Tensor:
-        """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding)."""
+        """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding).
+
+        Images are cast to the patch embedding's dtype, so a model cast to bfloat16 takes the float32
+        batches of mmpretrain's data preprocessor and torchreid's ``FeatureExtractor``.
+        """
         expected = tuple(self.vit.patch_embed.img_size)
         if x.dim() != 4 or tuple(x.shape[-2:]) != expected:
             raise ValueError(f'DCALViT expects images [B, C, {expected[0]}, {expected[1]}], got {tuple(x.shape)}; '
                              f'build the model with img_size={tuple(x.shape[-2:])} to use this size '
                              '(a checkpoint\'s position embeddings are resized on load)')
         vit = self.vit
+        x = x.to(vit.patch_embed.proj.weight.dtype)
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
 
     def _glca(self, tokens: Tensor, maps: Sequence[AttentionMap]) -> Tuple[Tensor, Optional[Tensor], Tensor]:

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .attention import AttentionMap
+from .attention import AttentionMap, read_map
 
 
 def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
@@ -37,12 +37,12 @@ def class_token_rollout(
     """
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
-    last = _head_mean(_checked_map(_read(attentions[-1]), None, class_row_allowed=True))
+    last = _head_mean(_checked_map(read_map(attentions[-1]), None, class_row_allowed=True))
     shape = last.shape[:1] + last.shape[-1:] * 2
     with torch.autocast(last.device.type, enabled=False):  # float32 under mixed precision too
         row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
         for index in reversed(range(len(attentions) - 1)):
-            attention = _head_mean(_checked_map(_read(attentions[index]), shape))
+            attention = _head_mean(_checked_map(read_map(attentions[index]), shape))
             row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, 1:]
 
@@ -64,11 +64,6 @@ def num_local_queries(num_patches: int, ratio: float) -> int:
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f'local query ratio must lie in (0, 1], got {ratio}')
     return max(1, round(ratio * num_patches))
-
-
-def _read(attention: AttentionMap) -> Tensor:
-    """A map, computed first if it is given as a function."""
-    return attention if isinstance(attention, Tensor) else attention()
 
 
 def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float, rows_sum_to_one: bool) -> Tensor:

@@ -63,3 +63,34 @@ def test_bf16_train_step_runs_with_finite_gradients_close_to_float32():
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None), name
         losses[name] = loss.item()
     assert losses['bfloat16'] == pytest.approx(losses['float32'], rel=0.02)
+
+
+def in_half_precision(model, mode):
+    """``(model, context)``: float32 weights under bfloat16 autocast, or the model cast to bfloat16 (no autocast)."""
+    if mode == 'autocast':
+        return model, bf16()
+    return model.to(torch.bfloat16), torch.autocast('cpu', enabled=False)
+
+
+@pytest.mark.parametrize('mode', ['autocast', 'bf16 model'])
+def test_bf16_attention_maps_and_rollout_map_are_float32_tensors_close_to_float32s(mode):
+    """Tolerances: maps are probabilities, and bfloat16 keeps 8 significant bits, so entries differ by 2^-8 on
+    average; one entry moves by up to a quarter of its score's error (softmax's slope p(1-p) <= 1/4), and these
+    weights' scores are steep (|q·k/√D| up to 45, where one bfloat16 step is 0.25), errors adding up over blocks."""
+    model = DCALViT(make_tiny_vit(), local_query_ratio=0.3).eval()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    full_maps, full_rollout = model.attention_maps(images), model.rollout_map(images)
+    model, context = in_half_precision(model, mode)
+    with context:
+        maps, rollout = model.attention_maps(images), model.rollout_map(images)
+    assert len(maps) == len(full_maps)
+    for half, full in zip(maps, full_maps):
+        assert isinstance(half, torch.Tensor) and half.dtype == torch.float32 and half.shape == (4, 17, 17)
+        assert (half - full).abs().mean() <= 2 ** -8 and (half - full).abs().max() <= 0.25
+    assert rollout.dtype == torch.float32 and rollout.shape == (4, 4, 4)
+    # a tenth of the largest score (0.16): each map enters mixed 1:1 with the identity, the class row averaging its errors
+    torch.testing.assert_close(rollout, full_rollout, rtol=0, atol=2 ** -6)
+    count = 5  # GLCA's top-R at ratio 0.3 of 16 patches
+    top = [set(row.tolist()) for row in rollout.flatten(1).topk(count).indices]
+    full_top = [set(row.tolist()) for row in full_rollout.flatten(1).topk(count).indices]
+    assert sum(len(a & b) for a, b in zip(top, full_top)) >= 0.9 * 4 * count
