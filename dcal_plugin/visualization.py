@@ -1,8 +1,12 @@
-"""Rollout heat-map pictures: input | heat-map | overlay with GLCA's local queries outlined (numpy + Pillow only)."""
+"""Rollout heat-map pictures: input | heat-map | overlay with GLCA's local queries outlined (numpy + Pillow).
+
+Scores may be numpy arrays or torch tensors of any dtype and device (bfloat16 ones included).
+"""
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 # Anchor colours of a dark-to-bright ramp (black, purple, red, orange, pale yellow).
@@ -10,9 +14,19 @@ _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 
 _GAP = 4
 
 
-def colorize(heat: np.ndarray) -> np.ndarray:
+Scores = Union[np.ndarray, torch.Tensor]
+
+
+def as_float_array(scores: Scores) -> np.ndarray:
+    """Scores as a float64 array; a tensor goes through float32 first (numpy has no bfloat16)."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().float().cpu().numpy()
+    return np.asarray(scores, dtype=np.float64)
+
+
+def colorize(heat: Scores) -> np.ndarray:
     """Scores ``[h, w]`` -> colours ``[h, w, 3]`` uint8, min-max normalised onto a dark-to-bright ramp."""
-    heat = np.asarray(heat, dtype=np.float64)
+    heat = as_float_array(heat)
     span = heat.max() - heat.min()
     unit = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
     position = unit * (len(_RAMP) - 1)
@@ -23,7 +37,7 @@ def colorize(heat: np.ndarray) -> np.ndarray:
 
 def rollout_figure(
         image: np.ndarray,
-        heat: np.ndarray,
+        heat: Scores,
         local_queries: Optional[Sequence[int]] = None,
         alpha: float = 0.55,
 ) -> Image.Image:
@@ -34,7 +48,8 @@ def rollout_figure(
     """
     image = np.asarray(image, dtype=np.uint8)
     height, width = image.shape[:2]
-    grid = np.asarray(heat).shape
+    heat = as_float_array(heat)
+    grid = heat.shape
     heat_panel = np.asarray(Image.fromarray(colorize(heat)).resize((width, height), Image.BILINEAR))
     overlay = Image.fromarray(np.round(image * (1 - alpha) + heat_panel * alpha).astype(np.uint8))
     if local_queries is not None:

@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 from PIL import Image
 
 from dcal_plugin.visualization import colorize, rollout_figure, save_rollout_figure
@@ -30,3 +31,13 @@ def test_save_rollout_figure_writes_a_png(tmp_path):
     path = save_rollout_figure(tmp_path / 'a' / 'b.png', np.zeros((16, 16, 3), np.uint8), np.random.rand(2, 2))
     with Image.open(path) as written:
         assert written.format == 'PNG' and written.size == (56, 16)
+
+
+def test_bfloat16_and_float32_tensors_draw_as_their_float32_array():
+    """A rollout of a bfloat16 model may come as a bfloat16 tensor: numpy has no such dtype, the picture is the same."""
+    image = np.full((16, 16, 3), 100, dtype=np.uint8)
+    heat = torch.rand(2, 2, generator=torch.Generator().manual_seed(0)).bfloat16()
+    want = np.asarray(rollout_figure(image, heat.float().numpy(), local_queries=[1]))
+    for tensor in (heat, heat.float()):
+        np.testing.assert_array_equal(np.asarray(rollout_figure(image, tensor, local_queries=[1])), want)
+    np.testing.assert_array_equal(colorize(heat), colorize(heat.float().numpy()))

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from dcal_plugin.core import class_token_rollout, num_local_queries
 from dcal_plugin.mmpretrain import build_trained_model, draw_rollouts
+from dcal_plugin.precision import add_precision_argument, run_in_precision
 
 Box = Tuple[float, float, float, float]  # x, y, width, height in pixels (CUB's bounding_boxes.txt)
 
@@ -100,8 +101,9 @@ def grid_picture(model, samples: List[dict], masks: List[np.ndarray], zoom: int)
     return canvas
 
 
-def evaluate(config: Config, checkpoint: str, test_items: List[Tuple[Path, Box]]) -> Tuple[object, dict, list, list]:
-    """The trained model, its scores, the packed test samples and their box masks."""
+def evaluate(config: Config, checkpoint: str, test_items: List[Tuple[Path, Box]],
+             precision: str = 'float32') -> Tuple[object, dict, list, list]:
+    """The trained model (in ``precision``), its scores, the packed test samples and their box masks."""
     model, _ = build_trained_model(config, checkpoint)
     steps = config.test_dataloader.dataset.pipeline
     pipeline, after_loading = Compose(steps), Compose(steps[1:])
@@ -113,7 +115,7 @@ def evaluate(config: Config, checkpoint: str, test_items: List[Tuple[Path, Box]]
         samples.append(sample)
     grid = model.backbone.dcal.grid_size
     inside = [patches_inside(mask, grid) for mask in masks]
-    with torch.no_grad():
+    with torch.no_grad(), run_in_precision(model, precision):
         scores = localization_scores(model, samples, inside)
     scores['chance'] = 100 * float(np.mean([mask.mean() for mask in inside]))
     return model, scores, samples, masks
@@ -137,17 +139,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument('--out-dir', type=Path, default=Path('docs'))
     parser.add_argument('--grid', type=int, default=8, help='images in rollout_grid.png (spread over the test set)')
     parser.add_argument('--zoom', type=int, default=3)
+    add_precision_argument(parser)
     args = parser.parse_args(argv)
     config = Config.fromfile(args.config)
     config.merge_from_dict(args.cfg_options)
     data_root = Path(config.test_dataloader.dataset.data_root)
     test_items = read_test_boxes(data_root)
-    model, scores, samples, masks = evaluate(config, args.checkpoint, test_items)
+    model, scores, samples, masks = evaluate(config, args.checkpoint, test_items, args.precision)
     results = {'DCAL': scores}
     if args.baseline:
         baseline_config = Config.fromfile(args.config)
         baseline_config.merge_from_dict(dict(args.cfg_options, **args.baseline_cfg_options))
-        results[args.baseline_name] = evaluate(baseline_config, args.baseline, test_items)[1]
+        results[args.baseline_name] = evaluate(baseline_config, args.baseline, test_items, args.precision)[1]
     count = num_local_queries(model.backbone.dcal.vit.patch_embed.num_patches, model.backbone.dcal.local_query_ratio)
     lines = [
         '# Does the rollout find the region that decides the class?', '',
@@ -168,8 +171,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
              local_queries=count, results=results), indent=1))
     step = max(1, len(samples) // args.grid)
     picks = list(range(0, len(samples), step))[:args.grid]
-    grid_picture(model, [samples[i] for i in picks], [masks[i] for i in picks], args.zoom).save(
-        args.out_dir / 'rollout_grid.png')
+    with run_in_precision(model, args.precision):
+        grid = grid_picture(model, [samples[i] for i in picks], [masks[i] for i in picks], args.zoom)
+    grid.save(args.out_dir / 'rollout_grid.png')
     print('\n'.join(lines))
     return results
 

@@ -6,6 +6,7 @@ fused, SA and GLCA predictions.
 """
 import argparse
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -14,9 +15,10 @@ from mmpretrain.registry import DATASETS
 from PIL import Image
 
 from dcal_plugin.mmpretrain import build_trained_model, draw_rollouts
+from dcal_plugin.precision import add_precision_argument, run_in_precision
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw DCAL attention-rollout heat-maps')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint written by tools/train.py (or tools/publish_model.py)')
@@ -26,17 +28,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--zoom', type=int, default=1, help='enlarge the pictures this many times (small images)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
-    return parser.parse_args()
+    add_precision_argument(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if not args.images and args.test_set <= 0:
         raise SystemExit('give IMAGE paths or --test-set N')
     model, classes = build_trained_model(cfg, args.checkpoint)
+    precision = run_in_precision(model, args.precision)
     pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,9 +48,9 @@ def main() -> None:
         if not Path(image_path).is_file():
             raise FileNotFoundError(f'image not found: {image_path}')
         sample = pipeline(dict(img_path=image_path))
-        with torch.no_grad():
+        with torch.no_grad(), precision:
             prediction = model.test_step({'inputs': [sample['inputs']], 'data_samples': [sample['data_samples']]})[0]
-        picture = Image.fromarray(draw_rollouts(model, [sample])[0])
+            picture = Image.fromarray(draw_rollouts(model, [sample])[0])
         picture = picture.resize((picture.width * args.zoom, picture.height * args.zoom), Image.NEAREST)
         target = out / f'{Path(image_path).stem}_rollout.png'
         picture.save(target)

@@ -96,8 +96,9 @@ class DCALClsHead(ClsHead):
     def scores(logits: Sequence[Optional[Tensor]]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Branch logits ``(sa, glca[, pwca])`` ``[B, K]`` or None -> ``pred_score`` ``[B, K]`` and ``{branch: softmax [B, K]}``.
 
-        ``pred_score`` is the mean of the SA and GLCA probabilities present (SA's alone without GLCA).
+        ``pred_score`` is the mean of the SA and GLCA probabilities present (SA's alone without GLCA); scores are
+        float32 in every precision (mmpretrain's inferencer and metrics take them to numpy).
         """
-        branch_scores = {name: value.softmax(dim=-1) for name, value in zip(BRANCHES[:2], logits[:2])
+        branch_scores = {name: value.float().softmax(dim=-1) for name, value in zip(BRANCHES[:2], logits[:2])
                          if value is not None}
         return torch.stack(list(branch_scores.values())).mean(dim=0), branch_scores

@@ -64,5 +64,5 @@ def draw_rollouts(model, samples: list) -> list:
         if getattr(model.data_preprocessor, 'to_rgb', False):
             image = image[..., ::-1]
         local = None if queries is None else queries[index].tolist()
-        pictures.append(np.asarray(rollout_figure(np.ascontiguousarray(image), heat[index].cpu().numpy(), local)))
+        pictures.append(np.asarray(rollout_figure(np.ascontiguousarray(image), heat[index], local)))
     return pictures

@@ -1,5 +1,7 @@
 """Digits data in the CUB / Stanford Cars / FGVC-Aircraft layouts and small DCAL configs for end-to-end runs."""
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -16,6 +18,14 @@ DATASETS = {
     'stanford_cars': dict(type='StanfordCars', train_split='train', test_split='test'),
     'fgvc_aircraft': dict(type='FGVCAircraft', train_split='trainval', test_split='test'),
 }
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module (tools/ is no package), to call its ``main(argv)`` in the test's process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 @pytest.fixture(scope='session')

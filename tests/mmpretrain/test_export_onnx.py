@@ -1,5 +1,4 @@
 """tools/export_onnx.py: onnxruntime runs the file on images the export never saw and gives PyTorch's predictions."""
-import importlib.util
 import re
 import sys
 
@@ -13,23 +12,15 @@ from mmpretrain.registry import MODELS
 
 from dcal_plugin.mmpretrain import build_trained_model
 
-from .conftest import REPO, small_config
+from .conftest import load_tool, small_config
 
 onnxruntime = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')  # torch's ONNX exporter needs it
 
 
-def load_tool():
-    """tools/export_onnx.py as a module (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location('export_onnx', REPO / 'tools' / 'export_onnx.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 @pytest.fixture(scope='module')
 def tool():
-    return load_tool()
+    return load_tool('export_onnx')
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""tools/train.py, tools/test.py and tools/vis_rollout.py as a user runs them."""
+"""tools/train.py, tools/test.py, tools/vis_rollout.py and tools/localization.py as a user runs them."""
 import os
 import re
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from .conftest import REPO, small_config
+from .conftest import REPO, load_tool, small_config
 
 
 def run_tool(*args, timeout=600):
@@ -93,16 +93,38 @@ def test_localization_scores_against_a_direct_count(trained, digits_roots, tmp_p
         assert picture.size == (2 * (3 * 32 + 8), 3 * (2 * 32 + 4))
 
 
+@pytest.mark.parametrize('precision', ['bfloat16', 'amp-bfloat16'])
+def test_vis_rollout_and_localization_in_bfloat16_agree_with_float32(precision, trained, digits_roots, tmp_path,
+                                                                      capsys):
+    """``--precision``: a bfloat16 model or bfloat16 autocast draws the same pictures' layout, predicts the same
+    labels and finds the boxes as float32 does, within one image's top-R share (100 / 20 images / R=2 = 2.5)."""
+    config, checkpoint = trained
+    images = sorted((digits_roots['cub'] / 'images').rglob('*.jpg'))[:2]
+    printed = {}
+    for name in ('float32', precision):
+        load_tool('vis_rollout').main([*map(str, [config, checkpoint, *images]), '--out', str(tmp_path / name),
+                                      '--precision', name])
+        printed[name] = re.findall(r'(\w+) (\d+) \(', capsys.readouterr().out)  # branch and label of each image
+    assert printed[precision] == printed['float32'] and len(printed['float32']) == 2 * 3
+    for image in images:
+        with Image.open(tmp_path / precision / f'{image.stem}_rollout.png') as picture:
+            assert picture.size == (3 * 32 + 8, 32)
+    localization = load_tool('localization')
+    results = {name: localization.main([str(config), str(checkpoint), '--out-dir', str(tmp_path / name),
+                                        '--grid', '2', '--precision', name])['DCAL']
+               for name in ('float32', precision)}
+    assert results[precision]['chance'] == results['float32']['chance']
+    for key in ('rollout', 'last-layer attention'):
+        assert results[precision][key] == pytest.approx(results['float32'][key], abs=2.5)
+    assert (tmp_path / precision / 'rollout_grid.png').is_file()
+
+
 def test_box_mask_follows_the_test_pipelines_resize_and_crop():
     """A box on a 40x32 (HxW) image, through ResizeEdge(short 16) + CenterCrop(16): rows scale by 1/2 and lose 2 on each side."""
-    import importlib.util
-
     import numpy as np
     from mmengine.dataset import Compose
     from mmengine.registry import init_default_scope
-    spec = importlib.util.spec_from_file_location('localization', REPO / 'tools' / 'localization.py')
-    localization = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(localization)
+    localization = load_tool('localization')
     init_default_scope('mmpretrain')
     pipeline = Compose([dict(type='ResizeEdge', scale=16, edge='short'), dict(type='CenterCrop', crop_size=16),
                         dict(type='PackInputs')])
