@@ -8,7 +8,8 @@ mean of SA's and GLCA's softmax; SA's softmax with ``--sa-only``), ``sa_logits``
 with GLCA, ``glca_logits`` ``[N, K]`` and ``local_query_index`` ``[N, R]`` (int64: GLCA's top-R
 patches of the class-token rollout, row-major on the patch grid). After writing the file, the
 tool runs it with onnxruntime, when installed, on a random batch of another size and prints the
-largest differences to PyTorch.
+largest differences to PyTorch. The graph is float32 in every case: a checkpoint of a bfloat16 or
+float16 model is exported with its weights cast to float32, and the tool says so.
 """
 import argparse
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from dcal_plugin.mmpretrain import DCALClsHead, DCALVisionTransformer, build_trained_model
@@ -76,6 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except RuntimeError as error:
         raise SystemExit(f'{args.checkpoint} does not fit the model of {args.config}: {error}') from error
     graph = InferenceGraph(check_exportable(classifier)).eval()
+    print(precision_note(args.checkpoint))
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.sa_only)
     names = export(graph, out, args.opset)
     print(f'{out}: input images [N, 3, {", ".join(map(str, graph_input_size(classifier)))}], '
@@ -95,6 +98,17 @@ def check_exportable(classifier: nn.Module) -> nn.Module:
         raise SystemExit('query_selection=\'random\' draws GLCA\'s queries at random in every call: export the '
                          'model with \'rollout\' (--cfg-options model.backbone.query_selection=rollout) or --sa-only')
     return classifier
+
+
+def precision_note(checkpoint: str) -> str:
+    """One line: the graph is float32, and which half-precision weights of ``checkpoint`` were cast to it."""
+    loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    halves = sorted({str(value.dtype).replace('torch.', '') for value in loaded.get('state_dict', loaded).values()
+                     if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float32})
+    if not halves:
+        return 'exporting in float32'
+    return (f'exporting in float32: the checkpoint\'s {" and ".join(halves)} weights are cast to float32 '
+            '(this tool writes float32 graphs; convert the file for a half-precision one)')
 
 
 def default_out(checkpoint: str, sa_only: bool) -> Path:

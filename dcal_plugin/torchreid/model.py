@@ -121,8 +121,11 @@ class DCALReID(nn.Module):
             pwca_logits=pwca_logits, local_query_index=out.local_query_index)
 
     def retrieval_feature(self, out: DCALOutput) -> Tensor:
-        """SA ‖ GLCA features before BNNeck ``[B, 2C]`` (``[B, C]``: SA alone), L2-normalised per ``retrieval_norm``."""
-        halves = [getattr(out, f'{name}_feature') for name in self.retrieval_features]
+        """SA ‖ GLCA features before BNNeck ``[B, 2C]`` (``[B, C]``: SA alone), L2-normalised per ``retrieval_norm``.
+
+        Float32 in every precision: torchreid's evaluation takes the distances to numpy.
+        """
+        halves = [getattr(out, f'{name}_feature').float() for name in self.retrieval_features]
         if self.retrieval_norm == 'each':
             return torch.cat([F.normalize(half, dim=-1) for half in halves], dim=-1)
         return F.normalize(torch.cat(halves, dim=-1), dim=-1)

@@ -84,6 +84,25 @@ def test_mmpretrain_get_model_and_inferencer_read_it(run):
     assert 0 <= result['pred_label'] < 10 and result['pred_score'] > 0
 
 
+@pytest.mark.parametrize('precision', ['bfloat16', 'amp-bfloat16'])
+def test_mmpretrain_inferencer_in_bfloat16_predicts_as_float32(run, precision):
+    """Its float32 ``pred_scores`` array, within four bfloat16 steps of a probability near 1 (8 bits: 2^-8 each)."""
+    from mmpretrain import ImageClassificationInferencer
+
+    from dcal_plugin.precision import run_in_precision
+
+    cfg, work_dir, _ = run
+    inferencer = ImageClassificationInferencer(model=cfg, pretrained=str(work_dir / 'epoch_1.pth'))
+    images = list(np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8))
+    want = inferencer(images)
+    with run_in_precision(inferencer.model, precision):
+        got = inferencer(images)
+    for half, full in zip(got, want):
+        assert half['pred_scores'].dtype == np.float32
+        np.testing.assert_allclose(half['pred_scores'], full['pred_scores'], atol=2 ** -6)
+        assert half['pred_label'] == full['pred_label']
+
+
 def test_mmpretrains_own_test_tool_reads_it(run, tmp_path):
     _, work_dir, _ = run
     tool = os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')

@@ -90,6 +90,7 @@ def test_export_with_glca_matches_pytorch_on_unseen_images(tool, trained, unseen
     tool.main([str(config), str(checkpoint), '--out', str(onnx_file)])
     printed = capsys.readouterr().out
     assert 'outputs scores, sa_logits, glca_logits, local_query_index, opset 18' in printed
+    assert 'exporting in float32\n' in printed
     assert 'local_query_index the same top-R in 3/3 images' in printed  # the tool's own check
     for images, samples in unseen_batches(unseen_images):
         got = run_onnx(onnx_file, images)
@@ -114,6 +115,24 @@ def test_sa_only_export_matches_sa_only_inference(tool, trained, unseen_images, 
         assert list(got) == ['scores', 'sa_logits']
         np.testing.assert_allclose(got['scores'], want['scores'], atol=1e-4, rtol=0)
         np.testing.assert_allclose(got['sa_logits'], want['sa_logits'], atol=1e-4, rtol=1e-5)
+
+
+def test_a_bfloat16_checkpoint_is_exported_in_float32_and_says_so(tool, trained, unseen_images, tmp_path, capsys):
+    """A bfloat16 model's weights, cast to float32, give the float32 model's predictions of those weights."""
+    config, checkpoint = trained
+    saved = torch.load(checkpoint, weights_only=False)
+    bf16_checkpoint = tmp_path / 'model_bf16.pth'
+    torch.save(dict(saved, state_dict={key: value.bfloat16() if value.is_floating_point() else value
+                                       for key, value in saved['state_dict'].items()}), bf16_checkpoint)
+    onnx_file = tmp_path / 'dcal_bf16.onnx'
+    tool.main([str(config), str(bf16_checkpoint), '--out', str(onnx_file)])
+    printed = capsys.readouterr().out
+    assert "exporting in float32: the checkpoint's bfloat16 weights are cast to float32" in printed
+    assert 'local_query_index the same top-R in 3/3 images' in printed
+    images, samples = unseen_batches(unseen_images)[0]
+    got, want = run_onnx(onnx_file, images), pytorch_reference(config, bf16_checkpoint, samples)
+    for name in ('scores', 'sa_logits', 'glca_logits'):
+        np.testing.assert_allclose(got[name], want[name], atol=1e-4, rtol=1e-5, err_msg=name)
 
 
 def test_bad_input_is_refused_with_what_is_wrong(tool, trained, tmp_path, capsys):

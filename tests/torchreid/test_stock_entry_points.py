@@ -52,6 +52,23 @@ def test_feature_extractor_reads_a_dcal_engine_checkpoint_and_returns_its_retrie
     torch.testing.assert_close(features, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('precision', ['bfloat16', 'amp-bfloat16'])
+def test_feature_extractor_in_bfloat16_gives_float32_features_close_to_float32s(precision, stock_run, veri_data):
+    """Entries of unit-norm halves are at most 1, where a bfloat16 step is 2^-8 (8 bits): within four such steps."""
+    from dcal_plugin.precision import run_in_precision
+
+    _, checkpoint = stock_run
+    paths = [str(record.path) for record in veri_data.split('query')[:3]]
+    extractor = torchreid.utils.FeatureExtractor(
+        model_name='dcal_deit_tiny', model_path=str(checkpoint), device='cpu', verbose=False)
+    want = extractor(paths)
+    with run_in_precision(extractor.model, precision):
+        features = extractor(paths)
+    assert features.dtype == torch.float32
+    torch.testing.assert_close(features, want, rtol=0, atol=2 ** -6)
+    assert torch.cosine_similarity(features, want).min() > 0.999
+
+
 @pytest.mark.parametrize('engine_name', ['ImageSoftmaxEngine', 'ImageTripletEngine'])
 def test_torchreids_own_engines_fail_at_their_first_step_naming_dcal_engine(engine_name, veri_data, tmp_path):
     dcal = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path))
