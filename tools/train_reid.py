@@ -5,6 +5,8 @@
 
 Test only: ``test.evaluate True model.load_weights LOG/model/model.pth.tar-120``.
 Resume: ``model.resume LOG/model/model.pth.tar-60``.
+Several GPUs: the model trains in ``nn.DataParallel`` over the visible GPUs (``CUDA_VISIBLE_DEVICES``), as in
+torchreid's main.py; checkpoints keep the plain model's keys.
 """
 import argparse
 import os.path as osp

@@ -3,6 +3,7 @@
 Use ``custom_imports = dict(imports=['dcal_plugin.mmpretrain'], allow_failed_imports=False)`` in a config.
 """
 from .backbone import DCALVisionTransformer
+from .classifier import DCALClassifier
 from .dataset_check_hook import DatasetCheckHook, check_image_files
 from .head import DCALClsHead
 from .metrics import DCALBranchAccuracy
@@ -15,7 +16,7 @@ from .seed_hook import EpochSeedHook
 from .weight_drift_hook import WeightDriftHook
 
 __all__ = [
-    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClsHead', 'DCALOptimWrapperConstructor', 'DCALRunner',
-    'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook', 'PlainCheckpointHook',
-    'WeightDriftHook', 'build_trained_model', 'check_image_files', 'draw_rollouts',
+    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClassifier', 'DCALClsHead', 'DCALOptimWrapperConstructor',
+    'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook',
+    'PlainCheckpointHook', 'WeightDriftHook', 'build_trained_model', 'check_image_files', 'draw_rollouts',
 ]

@@ -23,7 +23,10 @@ class DCALClsHead(ClsHead):
     the paper's summed probabilities halved so they stay a distribution (same argmax); the branch
     probabilities are kept as ``sa_score`` and ``glca_score`` for :class:`DCALBranchAccuracy`.
     A branch whose feature is None (switched off in the backbone for an ablation) has no loss
-    term, no log entries and no score; without GLCA the prediction is SA's.
+    term, no log entries and no score; without GLCA the prediction is SA's. A head built with
+    ``use_glca=False`` has no GLCA classifier, so that every parameter trains (DDP without
+    ``find_unused_parameters``); :class:`~dcal_plugin.mmpretrain.DCALClassifier` sets it from the
+    backbone.
 
     Args:
         num_classes (int): number of classes K.
@@ -31,6 +34,7 @@ class DCALClsHead(ClsHead):
         loss (dict): per-branch classification loss. Defaults to cross-entropy.
         log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances, as
             :class:`~dcal_plugin.core.UncertaintyWeightedLoss`. Defaults to ``(-2.0, 2.0)``.
+        use_glca (bool): build GLCA's classifier; False for a backbone without GLCA. Defaults to True.
         init_cfg (dict): Defaults to truncated-normal (std 0.02) linear layers, as timm.
     """
 
@@ -40,6 +44,7 @@ class DCALClsHead(ClsHead):
             in_channels: int,
             loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
             log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS,
+            use_glca: bool = True,
             init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=0.02),
             **kwargs,
     ) -> None:
@@ -47,7 +52,7 @@ class DCALClsHead(ClsHead):
         if num_classes <= 0:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
         self.sa_fc = nn.Linear(in_channels, num_classes)
-        self.glca_fc = nn.Linear(in_channels, num_classes)
+        self.glca_fc = nn.Linear(in_channels, num_classes) if use_glca else None
         self.loss_weighting = UncertaintyWeightedLoss(num_tasks=len(BRANCHES), log_var_bounds=log_var_bounds)
 
     def forward(self, feats: Sequence[Optional[Tensor]]) -> Tuple[Optional[Tensor], ...]:
@@ -68,6 +73,10 @@ class DCALClsHead(ClsHead):
         if len(feats) != len(BRANCHES):
             raise ValueError(f'DCALClsHead.loss needs the branch features {BRANCHES} (None for a branch switched '
                              f'off), got {len(feats)}')
+        if (feats[1] is None) != (self.glca_fc is None):
+            raise ValueError(f'the backbone {"has no" if feats[1] is None else "has a"} GLCA branch but the head was '
+                             f'built with use_glca={self.glca_fc is not None}: build the model as '
+                             "type='DCALClassifier', which sets the head's use_glca from the backbone")
         branch_losses = [None if logits is None else self._get_loss(logits, data_samples, **kwargs)['loss']
                          for logits in self(feats)]
         present = [name for name, value in zip(BRANCHES, branch_losses) if value is not None]

@@ -3,7 +3,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torchreid
-from torch import Tensor
+from torch import Tensor, nn
 
 from dcal_plugin.core import BRANCHES, check_finite
 
@@ -11,6 +11,7 @@ from .losses import SoftMarginTripletLoss
 from .model import DCALReID
 
 AMP_DTYPES = (None, 'bfloat16', 'float16')  # mixed precision of the train step (float16 with a dynamic loss scale)
+PARALLEL_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 
 
 class DCALEngine(torchreid.engine.ImageTripletEngine):
@@ -44,40 +45,55 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
     forward under ``torch.autocast`` in ``'bfloat16'`` or ``'float16'`` (with a dynamic loss
     scale, ``torch.amp.GradScaler``), None for float32.
 
+    Several GPUs, torchreid's way: ``model`` may be wrapped in ``nn.DataParallel`` (as torchreid's
+    ``scripts/main.py`` wraps it) or ``DistributedDataParallel``, before the engine is built or
+    after (``engine.model = nn.DataParallel(engine.model)``). The forward runs through the
+    wrapper; the uncertainty weighting, the checks and the checkpoints use the plain model
+    (:attr:`dcal_reid`), so checkpoints keep its keys (no ``module.`` prefix).
+
     Examples::
 
         engine = DCALEngine(datamanager, model, optimizer, scheduler=scheduler)  # see build_engine
         engine.run(save_dir='log/dcal', max_epoch=120, eval_freq=10, normalize_feature=True)
     """
 
-    def __init__(self, datamanager, model: DCALReID, optimizer: torch.optim.Optimizer,
+    def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer,
                  margin: Optional[float] = None, weight_t: float = 1.0, weight_x: float = 1.0, scheduler=None,
                  use_gpu: bool = True, label_smooth: bool = False, amp_dtype: Optional[str] = None) -> None:
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(f'amp_dtype must be one of {AMP_DTYPES}, got {amp_dtype!r}')
-        if not isinstance(model, DCALReID):
-            raise TypeError(f'DCALEngine trains a DCALReID (see build_dcal_reid), got {type(model).__name__}')
+        dcal_reid = unwrap(model)
+        if not isinstance(dcal_reid, DCALReID):
+            raise TypeError('DCALEngine trains a DCALReID (see build_dcal_reid), plain or in nn.DataParallel or '
+                            f'DistributedDataParallel, got {type(model).__name__} of {type(dcal_reid).__name__}')
         if scheduler is None:
             raise ValueError('torchreid saves scheduler.state_dict() with every checkpoint: pass a scheduler '
                              '(dcal_plugin.torchreid.build_scheduler or torchreid.optim.build_lr_scheduler)')
-        if model.num_classes != datamanager.num_train_pids:
-            raise ValueError(f'the model has {model.num_classes} ID classes but the training set has '
+        if dcal_reid.num_classes != datamanager.num_train_pids:
+            raise ValueError(f'the model has {dcal_reid.num_classes} ID classes but the training set has '
                              f'{datamanager.num_train_pids} identities')
-        check_image_size(datamanager, model)
+        check_image_size(datamanager, dcal_reid)
         check_query_identities(datamanager.test_dataset)
         super().__init__(datamanager, model, optimizer, margin=margin, weight_t=weight_t, weight_x=weight_x,
                          scheduler=scheduler, use_gpu=use_gpu, label_smooth=label_smooth)
+        self.register_model('model', dcal_reid, optimizer, scheduler)  # what torchreid saves: the plain keys
         if margin is None:  # torchreid's TripletLoss only has the hinge
             self.criterion_t = SoftMarginTripletLoss()
         self.batch_idx = 0  # torchreid's train loop sets it per step; a step called on its own is iteration 1
         self.amp_dtype = None if amp_dtype is None else getattr(torch, amp_dtype)
-        device_type = model.loss_weighting.log_vars.device.type
+        device_type = dcal_reid.loss_weighting.log_vars.device.type
         self.grad_scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == 'float16')
+
+    @property
+    def dcal_reid(self) -> DCALReID:
+        """The :class:`DCALReID` that ``self.model`` is or wraps (``nn.DataParallel``, ``DistributedDataParallel``)."""
+        return unwrap(self.model)
 
     def forward_backward(self, data: Dict[str, Tensor]) -> Dict[str, float]:
         """One SGD step on ``{'img': [B, 3, H, W], 'pid': [B]}``; returns the meter values."""
         imgs, pids = self.parse_data_for_train(data)
-        device = self.model.loss_weighting.log_vars.device
+        loss_weighting = self.dcal_reid.loss_weighting
+        device = loss_weighting.log_vars.device
         imgs, pids = imgs.to(device), pids.to(device)
         if self.weight_t > 0:
             check_triplet_batch(pids)
@@ -87,14 +103,14 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
                              self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'),
                                               pids) for name in BRANCHES]
         self.check_finite(branch_losses)
-        loss = self.model.loss_weighting(branch_losses)
+        loss = loss_weighting(branch_losses)
         self.optimizer.zero_grad()
         self.grad_scaler.scale(loss).backward()  # float16: loss scaling; otherwise the plain backward and step
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
         self.check_finite(branch_losses)
         present = [(name, value, weight) for name, value, weight in
-                   zip(BRANCHES, branch_losses, self.model.loss_weighting.weights.tolist()) if value is not None]
+                   zip(BRANCHES, branch_losses, loss_weighting.weights.tolist()) if value is not None]
         summary = {'loss': loss.item()}
         summary.update({f'loss_{name}': value.item() for name, value, _ in present})
         summary.update({f'w_{name}': weight for name, _, weight in present})
@@ -115,7 +131,7 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         Called before the backward pass and again after the step (which can make the weights NaN);
         torchreid writes checkpoints only between epochs, so none of diverged weights is written.
         """
-        weights = self.model.loss_weighting.weights
+        weights = self.dcal_reid.loss_weighting.weights
         values = {}
         for index, (name, value) in enumerate(zip(BRANCHES, branch_losses)):
             if value is not None:
@@ -129,6 +145,11 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         if self.weight_t > 0:
             loss = loss + self.weight_t * self.criterion_t(feature, pids)
         return loss
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside an ``nn.DataParallel`` or ``DistributedDataParallel``, else ``model`` itself."""
+    return model.module if isinstance(model, PARALLEL_WRAPPERS) else model
 
 
 def check_triplet_batch(pids: Tensor) -> None:

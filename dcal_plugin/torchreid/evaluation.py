@@ -43,8 +43,8 @@ def evaluate_branches(engine, dist_metric: str = 'euclidean', normalize_feature:
     three is normalised (if asked), compared with torchreid's ``compute_distance_matrix`` and
     scored by its ``evaluate_rank``, exactly as torchreid's test scores the concatenation.
     """
-    width = engine.model.feature_dim
-    features = FEATURES if len(engine.model.retrieval_features) == 2 else FEATURES[:1]
+    width = engine.dcal_reid.feature_dim
+    features = FEATURES if len(engine.dcal_reid.retrieval_features) == 2 else FEATURES[:1]
     results = {}
     for name, loaders in engine.test_loader.items():
         query, q_pids, q_camids = extract_features(engine, loaders['query'])

@@ -1,14 +1,16 @@
 """One Re-ID run from a config, as torchreid's ``scripts/main.py`` does it: data, model, optimizer, engine, test."""
 from typing import Dict
 
+import torch
 import torchreid
+from torch import nn
 from yacs.config import CfgNode
 
 from .checkpoint import load_weights, resume_from_checkpoint
 from .config import engine_kwargs, engine_run_kwargs, imagedata_kwargs, model_kwargs, optimizer_kwargs, scheduler_kwargs
 from .engine import DCALEngine
 from .evaluation import RankResult, chance_level, check_evaluable, evaluate_branches, format_results
-from .model import build_dcal_reid
+from .model import DCALReID, build_dcal_reid
 from .optim import build_optimizer, build_scheduler
 from .transforms import TRANSREID, use_transreid_train_transform
 
@@ -43,7 +45,16 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     margin = 'soft-margin' if cfg.loss.triplet.margin is None else f'margin-{cfg.loss.triplet.margin}'
     print(f'Building DCAL engine ({" + ".join(branches)}, cross-entropy{smoothing} + {margin} triplet per branch, '
           'uncertainty-weighted)')
-    return DCALEngine(datamanager, model, optimizer, scheduler=scheduler, **engine_kwargs(cfg))
+    return DCALEngine(datamanager, data_parallel(model, cfg.use_gpu), optimizer, scheduler=scheduler,
+                      **engine_kwargs(cfg))
+
+
+def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:
+    """``nn.DataParallel(model)`` when it trains on more than one visible GPU (as torchreid's main.py), else ``model``."""
+    if use_gpu and torch.cuda.device_count() > 1:
+        print(f'Training on {torch.cuda.device_count()} GPUs with nn.DataParallel')
+        return nn.DataParallel(model)
+    return model
 
 
 def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
@@ -51,7 +62,7 @@ def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
     engine = build_engine(cfg)
     start_epoch = cfg.train.start_epoch
     if cfg.model.resume:
-        start_epoch = resume_from_checkpoint(cfg.model.resume, engine.model, engine.optimizer, engine.scheduler)
+        start_epoch = resume_from_checkpoint(cfg.model.resume, engine.dcal_reid, engine.optimizer, engine.scheduler)
     engine.run(**dict(engine_run_kwargs(cfg), start_epoch=start_epoch))
     results = evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature, cfg.test.use_metric_cuhk03)
     chance = {name: chance_level(splits['query'], splits['gallery'])

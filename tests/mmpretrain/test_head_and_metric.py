@@ -74,7 +74,7 @@ def test_predict_with_sa_only_and_loss_needs_three_branch_entries():
 
 
 def test_loss_without_a_switched_off_branch_weights_the_others_only():
-    model = head()
+    model = head(use_glca=False)
     with torch.no_grad():
         model.loss_weighting.log_vars.copy_(torch.tensor([0.2, -0.4, 0.9]))
     sa, _, pwca = features()
@@ -85,7 +85,14 @@ def test_loss_without_a_switched_off_branch_weights_the_others_only():
         ce = F.cross_entropy(model.sa_fc(feature), target)
         torch.testing.assert_close(losses[f'loss_{name}'], 0.5 * (math.exp(-log_var) * ce + log_var))
     (losses['loss_sa'] + losses['loss_pwca']).backward()
-    assert model.loss_weighting.log_vars.grad[1] == 0 and model.glca_fc.weight.grad is None
+    assert model.loss_weighting.log_vars.grad[1] == 0 and model.glca_fc is None
+
+
+@pytest.mark.parametrize('use_glca, glca_feature', [(True, False), (False, True)])
+def test_loss_refuses_a_glca_feature_the_head_was_not_built_for(use_glca, glca_feature):
+    sa, glca, pwca = features()
+    with pytest.raises(ValueError, match=f"built with use_glca={use_glca}: build the model as type='DCALClassifier'"):
+        head(use_glca=use_glca).loss((sa, glca if glca_feature else None, pwca), samples([0, 1, 2, 3]))
 
 
 def test_branch_accuracy_matches_a_direct_count():

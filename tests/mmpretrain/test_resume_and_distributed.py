@@ -63,7 +63,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path):
+# DCAL's switches, each set on the command line as a user would; every variant must have no unused parameter
+# (DDP without find_unused_parameters stops at the second iteration otherwise)
+SWITCHES = {
+    'default': [],
+    'without GLCA': ['model.backbone.use_glca=False'],
+    'without PWCA': ['model.backbone.use_pwca=False'],
+    'random queries': ['model.backbone.query_selection=random'],
+    'checkpointing': ['model.backbone.with_cp=True'],
+}
+
+
+@pytest.mark.parametrize('switches', SWITCHES.values(), ids=SWITCHES.keys())
+def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path, switches):
     cfg = small_config(digits_roots['cub'], tmp_path / 'work')
     cfg.custom_imports = dict(imports=['dcal_plugin.mmpretrain', 'tests.mmpretrain.rank_weights_hook'],
                               allow_failed_imports=False)
@@ -72,6 +84,8 @@ def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path):
     cfg.dump(str(config_file))
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', PYTHON=sys.executable, PORT=str(free_port()))
     command = [str(REPO / 'tools' / 'dist_train.sh'), str(config_file), '2', '--work-dir', str(tmp_path / 'work')]
+    if switches:
+        command += ['--cfg-options', *switches]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [torch.load(tmp_path / 'work' / f'rank{rank}_weights.pth') for rank in (0, 1)]
@@ -79,6 +93,7 @@ def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path):
     assert [r['iter'] for r in records] == [3, 3]  # 40 images, 20 per rank, batch 8
     rank0, rank1 = (r['state_dict'] for r in records)
     assert rank0.keys() == rank1.keys()
+    assert any('glca' in key for key in rank0) == ('model.backbone.use_glca=False' not in switches)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     initial = RUNNERS.build(small_config(digits_roots['cub'], tmp_path / 'init')).model.state_dict()

@@ -2,7 +2,7 @@
 custom_imports = dict(imports=['dcal_plugin.mmpretrain'], allow_failed_imports=False)
 
 model = dict(
-    type='ImageClassifier',
+    type='DCALClassifier',  # ImageClassifier whose head follows the backbone's use_glca
     backbone=dict(
         type='DCALVisionTransformer',
         model_name='vit_base_patch16_224',
