@@ -39,6 +39,8 @@ _CPU_SDPA_FORMULAS = {
 # which torch leaves uncounted: it counts as the ``mm`` it computes, always.
 _ALWAYS_COUNTED = ({torch.ops.mkldnn._linear_pointwise: _onednn_linear_flop}
                    if hasattr(torch.ops.mkldnn, '_linear_pointwise') else {})
+SDPA_KERNELS = dict(flash='aten::_scaled_dot_product_flash_attention', efficient='aten::_scaled_dot_product_efficient',
+                    cudnn='aten::_scaled_dot_product_cudnn_attention', math='aten::_scaled_dot_product_attention_math')
 ATTENTION_COUNTING = (
     'torch.utils.flop_counter.FlopCounterMode, one multiply-add = 2 FLOPs; matmul, conv and attention only '
     '(softmax, norms, GELU, adds are not counted, on either side). Fused SDPA counts as its two bmm '
@@ -108,7 +110,9 @@ def labelled_share(fn: Callable[[], object], label: str, device: torch.device, r
     """Median share of one call of ``fn`` spent inside ``torch.profiler.record_function(label)``, profiled in place.
 
     Each call runs under ``torch.profiler``; the share is the labelled ranges' time (CPU time on
-    CPU, the time of their kernels on CUDA) over the call's ``clock`` time. A call that records no
+    CPU, the time of their kernels on CUDA) over the call's ``clock`` time. On CUDA the profiler
+    records each range twice, on the CPU and as a ``gpu_user_annotation`` on the GPU's timeline;
+    only the CPU one (whose device time sums its kernels') is counted. A call that records no
     range named ``label`` raises ``RuntimeError``: the labelled code did not run (or lost its
     label), and its share is unknown rather than 0. Calls during which other processes took more
     than ``max_foreign_share`` of the CPU are repeated (up to 4 × ``repeats`` calls), as in
@@ -124,7 +128,8 @@ def labelled_share(fn: Callable[[], object], label: str, device: torch.device, r
             fn()
             sync()
             total = clock() - start
-        ranges = [event for event in prof.events() if event.name == label]
+        ranges = [event for event in prof.events()
+                  if event.name == label and event.device_type == torch.autograd.DeviceType.CPU]
         if not ranges:
             raise RuntimeError(f'the call ran no code labelled {label!r} (torch.profiler.record_function): '
                                'its share cannot be measured')
@@ -133,6 +138,22 @@ def labelled_share(fn: Callable[[], object], label: str, device: torch.device, r
         if sum(max_foreign_share is None or share <= max_foreign_share for share, _ in rounds) >= repeats:
             break
     return median([share for _, share in sorted(rounds)[:repeats]])
+
+
+def sdpa_kernels(fn: Callable[[], object]) -> Dict[str, int]:
+    """How many times one call of ``fn`` ran each kernel of ``F.scaled_dot_product_attention``, forward and backward.
+
+    Keys: ``flash``, ``efficient``, ``cudnn`` (the fused kernels; CPU's is ``flash``) and ``math``
+    (the unfused fallback), from the aten ops that ``torch.profiler`` records.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    counts = dict.fromkeys(SDPA_KERNELS, 0)
+    for event in prof.events():
+        for kernel, prefix in SDPA_KERNELS.items():
+            counts[kernel] += event.name.startswith(prefix)
+    return counts
 
 
 def median(values: Sequence[float]) -> float:

@@ -20,12 +20,12 @@ of it (same weights) and measures, DCAL ÷ timm:
 The calls compared are built in ``workloads.py``, measured with ``measure.py`` and reported
 (ratios, targets, tables) by ``report.py``. Times are medians of interleaved repeats after
 warm-up. One table is printed and written, with the device, torch version and thread count, to
-``<out-dir>/speed_<device><tag>.json`` and ``.md``.
+``<out-dir>/speed_<device><tag>.json`` and ``.md``, rewritten after every case.
 
     python -m benchmarks.speed                 # the full table under glibc's default malloc
     make bench   # the same with glibc keeping freed memory (MALLOC_*_ settings in the Makefile): no page faults
     python -m benchmarks.speed --smoke --out-dir /tmp/b   # CI: DeiT-Tiny@224, batch 2, 1 repeat
-    python -m benchmarks.speed --device cuda --dtype bfloat16   # the GPU rows (benchmarks/gpu_check.py runs them)
+    python -m benchmarks.speed --device cuda --dtype bfloat16   # GPU rows (benchmarks/gpu_check.py runs them)
 """
 import argparse
 import json
@@ -140,23 +140,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         flop_counting=measure.ATTENTION_COUNTING, memory_counting=measure.peak_step_bytes.__doc__.split('\n\n')[1],
         targets=dict(report.TARGETS, flop_ceilings={f'{m}@{s}': v for (m, s), v in report.FLOP_CEILINGS.items()}),
         rows=[])
+    os.makedirs(args.out_dir, exist_ok=True)
+    stem = os.path.join(args.out_dir, f'speed_{device.type}' + ('' if dtype == 'float32' else f'_{dtype}')
+                        + ('_smoke' if args.smoke else '') + args.tag)
     for model_name, img_size in cases:
         batch = args.batch_448 if img_size >= 448 and args.batch_448 else args.batch
         print(f'measuring {model_name} @ {img_size}, batch {batch} ...', file=sys.stderr, flush=True)
         result['rows'].append(measure_case(
             model_name, img_size, batch, device, args.repeats, args.train_repeats, args.warmup, autocast_dtype, clock,
             args.max_foreign_share))
+        write(result, stem)  # after every case: a later crash or kill keeps the rows measured
+    print(result['table'] + '\n\n' + result['flop_table'])
+    return result
+
+
+def write(result: Dict, stem: str) -> None:
+    """Add the tables of ``result['rows']`` to ``result``; write it to ``<stem>.json`` and the tables to ``<stem>.md``."""
     result['table'] = report.table(result['rows'])
     result['flop_table'] = report.flop_table(result['rows'])
-    print(result['table'] + '\n\n' + result['flop_table'])
-    os.makedirs(args.out_dir, exist_ok=True)
-    stem = os.path.join(args.out_dir, f'speed_{device.type}' + ('' if dtype == 'float32' else f'_{dtype}')
-                        + ('_smoke' if args.smoke else '') + args.tag)
     with open(stem + '.json', 'w') as file:
         json.dump(result, file, indent=1)
     with open(stem + '.md', 'w') as file:
         file.write(report.header(result) + '\n\n' + result['table'] + '\n\n' + result['flop_table'] + '\n')
-    return result
 
 
 if __name__ == '__main__':

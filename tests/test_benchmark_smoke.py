@@ -183,14 +183,3 @@ def test_rollout_share_is_read_from_the_forwards_profiler_label():
     # the SA-only forward runs no rollout: its share is unknown, not 0
     with pytest.raises(RuntimeError, match=ROLLOUT_LABEL):
         labelled_share(work.eval['sa_only_eval'], ROLLOUT_LABEL, torch.device('cpu'), repeats=1, sync=lambda: None)
-
-
-def test_the_gpu_check_runs_its_smoke_part_on_cpu(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'benchmarks.gpu_check', '--device', 'cpu', '--smoke', '--out-dir',
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(tmp_path / 'gpu_check_cpu_smoke.json') as file:
-        (row,) = json.load(file)['rows']
-    assert row['passed'] and row['dtype'] == 'bfloat16'
-    assert row['loss_checkpointing_True'] == pytest.approx(row['loss_checkpointing_False'], rel=1e-5)
-    assert row['peak_mib_checkpointing_True'] > 0 and 0.9 <= row['top_r_overlap_with_float32'] <= 1

@@ -18,7 +18,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='resume from CKPT, or without a value from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision with mmengine\'s AmpOptimWrapper: float16 with a dynamic loss scale '
-                             '(bfloat16: add --cfg-options optim_wrapper.dtype=bfloat16); needs a GPU')
+                             '(bfloat16, unscaled: add --cfg-options optim_wrapper.dtype=bfloat16); needs a GPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by (total batch) / auto_scale_lr.base_batch_size (DCAL configs: on)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
@@ -44,7 +44,6 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.amp:
         check_amp_device()
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume is not None:
         cfg.resume = True
         cfg.load_from = None if args.resume == 'auto' else args.resume
@@ -53,6 +52,9 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     use_gloo_without_cuda(cfg)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.amp:  # a loss scale for float16's range only: bfloat16's is float32's, and the scale's checks wait on the GPU
+        cfg.optim_wrapper.setdefault(
+            'loss_scale', dict(enabled=False) if cfg.optim_wrapper.get('dtype') == 'bfloat16' else 'dynamic')
     return cfg
 
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from dcal_plugin.core import BRANCHES, check_finite
 
 from .losses import SoftMarginTripletLoss
+from .meters import DeviceMeters
 from .model import DCALReID
 
 AMP_DTYPES = (None, 'bfloat16', 'float16')  # mixed precision of the train step (float16 with a dynamic loss scale)
@@ -27,8 +28,9 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
     ``margin=0.3, label_smooth=True`` give torchreid's hinge ``TripletLoss`` and smoothed
     cross-entropy instead. Where TransReID adds ID and triplet loss of its one branch, the three
     branch losses (or those not switched off) are combined by the model's ``loss_weighting``
-    (DCAL's uncertainty weighting). The returned meters are the total and per-branch losses, the
-    weights ``w_*`` = exp(-log_var) and the SA ID accuracy. The rest of that baseline lives with
+    (DCAL's uncertainty weighting). The meters are the total and per-branch losses, the weights
+    ``w_*`` = exp(-log_var) and the SA ID accuracy, kept on the device and read at torchreid's
+    logging steps (no step waits for the device otherwise). The rest of that baseline lives with
     its pieces: the retrieval feature (:class:`DCALReID`: before BNNeck, L2-normalised), SGD with
     the biases' lr ×2 and weight decay 1e-4 (``build_optimizer``), the warm-up and cosine schedule
     (``build_scheduler``), the train transform (``transforms.use_transreid_train_transform``) and
@@ -82,40 +84,79 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         self.batch_idx = 0  # torchreid's train loop sets it per step; a step called on its own is iteration 1
         self.amp_dtype = None if amp_dtype is None else getattr(torch, amp_dtype)
         device_type = dcal_reid.loss_weighting.log_vars.device.type
-        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == 'float16')
+        self.grad_scaler = torch.amp.GradScaler(device_type) if amp_dtype == 'float16' else None
+        self.meters = DeviceMeters()
+        self.print_freq = 1  # train() sets torchreid's; a step called on its own returns its meters
 
     @property
     def dcal_reid(self) -> DCALReID:
         """The :class:`DCALReID` that ``self.model`` is or wraps (``nn.DataParallel``, ``DistributedDataParallel``)."""
         return unwrap(self.model)
 
-    def forward_backward(self, data: Dict[str, Tensor]) -> Dict[str, float]:
-        """One SGD step on ``{'img': [B, 3, H, W], 'pid': [B]}``; returns the meter values."""
+    def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers: Optional[List[str]] = None) -> None:
+        """torchreid's epoch; the meters are read from the device every ``print_freq`` steps and at the epoch's end."""
+        self.print_freq = print_freq
+        try:
+            super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        finally:
+            self.print_freq = 1
+
+    def forward_backward(self, data: Dict[str, Tensor]) -> Optional[Dict[str, float]]:
+        """One SGD step on ``{'img': [B, 3, H, W], 'pid': [B]}``; the meter values at a logging step, else None.
+
+        The step does not wait for the device: its meters are summed there (:class:`DeviceMeters`)
+        and read every ``print_freq`` steps and at the epoch's last step, as their means over the
+        steps since the last read (torchreid's ``MetricMeter`` skips a None).
+        """
         imgs, pids = self.parse_data_for_train(data)
+        if self.weight_t > 0:
+            check_triplet_batch(pids)  # on the data loader's tensor, before it goes to the device
         loss_weighting = self.dcal_reid.loss_weighting
         device = loss_weighting.log_vars.device
         imgs, pids = imgs.to(device), pids.to(device)
-        if self.weight_t > 0:
-            check_triplet_batch(pids)
         with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             output = self.model(imgs, branch_outputs=True)
             branch_losses = [None if getattr(output, f'{name}_feature') is None else
                              self.branch_loss(getattr(output, f'{name}_feature'), getattr(output, f'{name}_logits'),
                                               pids) for name in BRANCHES]
-        self.check_finite(branch_losses)
         loss = loss_weighting(branch_losses)
         self.optimizer.zero_grad()
-        self.grad_scaler.scale(loss).backward()  # float16: loss scaling; otherwise the plain backward and step
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-        self.check_finite(branch_losses)
-        present = [(name, value, weight) for name, value, weight in
-                   zip(BRANCHES, branch_losses, loss_weighting.weights.tolist()) if value is not None]
-        summary = {'loss': loss.item()}
-        summary.update({f'loss_{name}': value.item() for name, value, _ in present})
-        summary.update({f'w_{name}': weight for name, _, weight in present})
-        summary['acc'] = torchreid.metrics.accuracy(output.sa_logits, pids)[0].item()
-        return summary
+        if self.grad_scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:  # float16: dynamic loss scale
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        self.meters.add(self.meter_values(loss, branch_losses, output.sa_logits, pids), self.batch_idx)
+        if (self.batch_idx + 1) % self.print_freq and self.batch_idx + 1 != self.num_batches:
+            return None
+        return self.read_meters()
+
+    def meter_values(self, loss: Tensor, branch_losses: List[Optional[Tensor]], sa_logits: Tensor,
+                     pids: Tensor) -> Dict[str, Tensor]:
+        """The step's meters as device scalars: total and branch losses, weights ``w_*`` after the step, SA accuracy."""
+        weights = self.dcal_reid.loss_weighting.weights
+        present = [(name, value, weights[index]) for index, (name, value) in enumerate(zip(BRANCHES, branch_losses))
+                   if value is not None]
+        values = {'loss': loss}
+        values.update({f'loss_{name}': value for name, value, _ in present})
+        values.update({f'w_{name}': weight for name, _, weight in present})
+        values['acc'] = torchreid.metrics.accuracy(sa_logits, pids)[0]
+        return values
+
+    def read_meters(self) -> Dict[str, float]:
+        """The meters' means since the last read (one wait for the device).
+
+        Raises ``NonFiniteLossError`` naming the epoch, the first iteration and the branch if a loss or
+        weight was NaN or infinite since the last read. torchreid writes checkpoints only between
+        epochs and the epoch's last step reads the meters, so no checkpoint of diverged weights is written.
+        """
+        means, non_finite = self.meters.read()
+        if non_finite is not None:
+            step, values = non_finite
+            check_finite(describe_meters(values), f'epoch {self.epoch + 1}, iteration {step + 1}')
+        return means
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
         """torchreid's checkpoint, with ``rank1`` a Python float (torchreid passes a NumPy scalar).
@@ -124,20 +165,6 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         ``resume_from_checkpoint`` and ``FeatureExtractor`` read it with ``weights_only=True``.
         """
         super().save_model(epoch, float(rank1), save_dir, is_best=is_best)
-
-    def check_finite(self, branch_losses: List[Optional[Tensor]]) -> None:
-        """Raise ``NonFiniteLossError`` naming epoch, iteration and branch if a branch loss or weight is NaN or inf.
-
-        Called before the backward pass and again after the step (which can make the weights NaN);
-        torchreid writes checkpoints only between epochs, so none of diverged weights is written.
-        """
-        weights = self.dcal_reid.loss_weighting.weights
-        values = {}
-        for index, (name, value) in enumerate(zip(BRANCHES, branch_losses)):
-            if value is not None:
-                values[f"the {name} branch's loss"] = value
-                values[f"the {name} branch's uncertainty weight"] = weights[index]
-        check_finite(values, f'epoch {self.epoch + 1}, iteration {self.batch_idx + 1}')
 
     def branch_loss(self, feature: Tensor, logits: Tensor, pids: Tensor) -> Tensor:
         """``weight_x·CE(logits [B, K]) + weight_t·triplet(feature [B, C])`` for one branch (scalar)."""
@@ -150,6 +177,14 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside an ``nn.DataParallel`` or ``DistributedDataParallel``, else ``model`` itself."""
     return model.module if isinstance(model, PARALLEL_WRAPPERS) else model
+
+
+def describe_meters(values: Dict[str, float]) -> Dict[str, float]:
+    """``{meter: value}`` named for messages, branch by branch (loss, then weight), then the total loss and accuracy."""
+    names = {f'{kind}_{branch}': f"the {branch} branch's {what}"
+             for branch in BRANCHES for kind, what in (('loss', 'loss'), ('w', 'uncertainty weight'))}
+    names.update(loss='the total loss', acc="the SA branch's accuracy")
+    return {text: values[name] for name, text in names.items() if name in values}
 
 
 def check_triplet_batch(pids: Tensor) -> None:

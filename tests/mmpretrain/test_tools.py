@@ -143,3 +143,17 @@ def test_train_tool_refuses_amp_at_once_without_a_gpu(tmp_path):
     assert proc.returncode != 0
     assert "--amp: mmengine's AmpOptimWrapper trains on a GPU" in proc.stderr
     assert not list(tmp_path.iterdir())  # refused before the runner made its work dir
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_train_tool_scales_the_loss_of_float16_amp_only(dtype, monkeypatch):
+    """mmengine's AmpOptimWrapper builds a GradScaler either way; for bfloat16 it is switched off (no scaling, no sync)."""
+    from mmengine.config import Config
+
+    train = load_tool('train')
+    monkeypatch.setattr(train, 'check_amp_device', lambda: None)
+    args = train.parse_args(['configs/dcal_deit-tiny_digits-cub.py', '--amp', '--cfg-options',
+                             f'optim_wrapper.dtype={dtype}'])
+    cfg = train.apply_args(Config.fromfile(REPO / 'configs' / 'dcal_deit-tiny_digits-cub.py'), args)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == ('dynamic' if dtype == 'float16' else dict(enabled=False))

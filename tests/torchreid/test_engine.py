@@ -193,7 +193,8 @@ def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_keeps_the_finite_
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
 def test_the_engines_amp_switch_trains_a_step_in_mixed_precision(veri_data, tmp_path, dtype):
     engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path, 'train.amp', dtype))
-    assert engine.amp_dtype == getattr(torch, dtype) and engine.grad_scaler.is_enabled() == (dtype == 'float16')
+    assert engine.amp_dtype == getattr(torch, dtype)
+    assert (engine.grad_scaler is None) == (dtype == 'bfloat16')  # a loss scale for float16 only (its range)
     seen = []
     engine.model.dcal.vit.blocks[0].attn.qkv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     before = [p.detach().clone() for p in engine.model.parameters()]
@@ -203,6 +204,30 @@ def test_the_engines_amp_switch_trains_a_step_in_mixed_precision(veri_data, tmp_
     stepped = any(not torch.equal(a, b) for a, b in zip(before, engine.model.parameters()))
     # float16: the loss scale starts at 2^16, and a step whose scaled gradients overflow is skipped and halves it
     assert stepped or (dtype == 'float16' and engine.grad_scaler.get_scale() < 2.0 ** 16)
+
+
+def test_a_step_waits_for_the_device_only_at_logging_steps(veri_data, tmp_path, monkeypatch):
+    """Between logging steps nothing reads a device value (item, float, bool, tolist); the ids are checked on the loader's."""
+    from dcal_plugin.torchreid import engine as engine_module
+
+    engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path))
+    engine.model.train()
+    batches = [{'img': torch.randn(8, 3, 32, 32), 'pid': torch.tensor([0] * 4 + [1] * 4)} for _ in range(2)]
+    reads, checked = [], []
+    for name in ('item', 'tolist', '__float__', '__bool__'):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *args, _name=name, _original=original: (
+            reads.append(_name), _original(self, *args))[1])
+    monkeypatch.setattr(engine_module, 'check_triplet_batch', checked.append)  # its reads are of the loader's tensor
+    monkeypatch.setattr(torch, 'unique', lambda *args, **kwargs: pytest.fail('torch.unique outside the ids check'))
+    engine.print_freq, engine.num_batches, engine.batch_idx = 2, 4, 0
+    first = engine.forward_backward(batches[0])
+    assert reads == [], 'a step between logging steps read a device value'
+    assert first is None and checked == [batches[0]['pid']]
+    engine.batch_idx = 1
+    summary = engine.forward_backward(batches[1])
+    assert reads and set(summary) == {'loss', 'loss_sa', 'loss_glca', 'loss_pwca', 'w_sa', 'w_glca', 'w_pwca', 'acc'}
+    assert engine.meters.steps == 0  # read and reset: the next read averages the steps after this one
 
 
 def test_the_engine_refuses_an_unknown_amp_dtype(veri_data, tmp_path):
