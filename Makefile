@@ -38,7 +38,8 @@ bench: install
 	$(BENCH_MALLOC) $(PY) -m benchmarks.speed --tag _malloc-tuned
 
 # SA only / SA + GLCA / SA + PWCA / DCAL / DCAL with random queries, FGVC (5 seeds) and Re-ID (3 seeds, no random
-# queries) on the digits, rollout vs random queries on the same models -> docs/ablation.{md,png,json}, ~70 min;
+# queries) on the digits, each fine-tuned from the built-in pretrained ViT, rollout vs random queries on the same
+# models -> docs/ablation.{md,png,json}, ~2.5 h of runs (tools/ablation.py --seeds/--reid-seeds split it over processes);
 # then the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0) -> docs/localization.md, rollout_grid.png.
 ablation: install
 	$(PY) tools/ablation.py

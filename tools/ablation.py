@@ -19,10 +19,10 @@ the same process:
   (what their BNNeck normalises with) lie from the SA rows'; plus the final uncertainty weights.
 
 Budget (``make ablation``, 2 CPU cores): an FGVC run took 110-120 s for SA only, 125-170 s for SA +
-GLCA, 280-360 s for SA + PWCA and 375-390 s for DCAL, a Re-ID run 95-RRR s (two runs side by side,
-one thread each, 2026-12-06). The defaults keep every variant on FGVC, where the paper has its
+GLCA, 280-360 s for SA + PWCA and 375-390 s for DCAL, a Re-ID run 95-160 s without PWCA and 170-530 s with it (two or three runs side by
+side, one thread each, 2026-12-06). The defaults keep every variant on FGVC, where the paper has its
 random-queries row, with seeds 0-4 (25 runs, ~110 min of runs), and cut Re-ID to seeds 0-2 without
-'DCAL, random queries' (12 runs, ~RR min); ``--seeds``/``--reid-seeds`` split the grid over processes.
+'DCAL, random queries' (12 runs, ~40 min); the full grid would take ~3.3 h. ``--seeds``/``--reid-seeds`` split the grid over processes.
 
 Every finished run leaves its record in its folder; a second call with the same epochs and data keeps those runs
 and trains the rest (an unfinished run's folder is cleared first), so an interrupted ablation loses at most the run
@@ -31,7 +31,7 @@ it was in.
 Writes ``<out>/ablation.md`` (tables), ``<out>/ablation.png`` (learning curves) and
 ``<out>/ablation.json`` (every raw number). Numbers on this data are not paper numbers.
 
-    python tools/ablation.py                       # make ablation: ~2 h of runs on 2 CPU cores
+    python tools/ablation.py                       # make ablation: ~2.5 h of runs on 2 CPU cores
     python tools/ablation.py --scale 4 --seeds 0 1 2 3 4 --reid-seeds 0 1 2 3 4   # more data and epochs (GPU)
 """
 import argparse
@@ -316,9 +316,9 @@ def what_was_cut(tasks: Sequence[str], seeds: Dict[str, List[int]], variants: Di
         parts.append(f'{TASK_TITLES[task]} ran {len(seeds[task])} seeds {seeds[task]}, '
                      + (f'without {", ".join(left_out)}' if left_out else 'every variant'))
     return ('; '.join(parts) + '. Why (`make ablation`\'s defaults): the full grid, 5 variants x 5 seeds x 2 tasks, '
-            'would take ~95 min on 2 CPU cores; the defaults keep every run\'s epochs and every variant on FGVC (the '
-            'paper\'s random-queries row is on CUB) with 5 seeds, and cut Re-ID to 3 seeds without DCAL, random '
-            'queries: ~70 min.')
+            'would take ~3.3 h of runs on 2 CPU cores; the defaults keep every run\'s epochs and every variant on FGVC '
+            '(the paper\'s random-queries row is on CUB) with 5 seeds, and cut Re-ID to 3 seeds without DCAL, random '
+            'queries: ~2.5 h.')
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -413,7 +413,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     start = time.time()
     plan = grid(args)
     runs = run_all(plan, args.work_dir)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} thread(s)'
     setup = dict(command='python tools/ablation.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
                  device=device, minutes=(time.time() - start) / 60,
                  run_minutes=sum(record['seconds'] for by_task in runs.values() for records in by_task.values()
