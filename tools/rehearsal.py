@@ -178,13 +178,23 @@ def reid_row(name: str, record: Dict) -> str:
     return f'| {name} | {cells} | {drift} | {change:+.1f}% ({change / record["iterations"]:+.4f}% per iteration) |'
 
 
+def demo_rows_note(records: Dict[str, Dict]) -> str:
+    """The sentence on the runs of ``make demo-reid``'s config (its own optimizer, epochs and seed), '' without them."""
+    demo = [record for record in records.values() if record['settings'].get('recipe') == 'demo']
+    if not demo:
+        return ''
+    return (f' The rows "make demo-reid\'s config" run `configs/{DEMO_REID_CONFIG}` as it is (AdamW, '
+            f'{len(demo[0]["drift"]["blocks.0"])} epochs; seed {demo[0]["seed"]} here, `make demo-reid` uses the '
+            "config's); the table per evaluation holds the runs as long as the first.")
+
+
 def reid_section(records: Dict[str, Dict]) -> List[str]:
     """The Re-ID tables: final results, and the retrieval feature's mAP and largest block drift per evaluation."""
     first = next(iter(records.values()))
     lines = ['## Re-ID: digits-VeRi-776 (50 test identities), `configs/reid/dcal_deit-tiny_veri776.yaml` scaled down', '',
              f"The paper's Re-ID recipe (TransReID's ViT baseline) at 32x32, {len(first['drift']['blocks.0'])} epochs "
              f'({first["iterations"]} iterations of 16 identities x 4 images; warm-up and padding scaled likewise); '
-             'mAP / Rank-1 (%) after the last epoch; drift and norm change as above.', '',
+             'mAP / Rank-1 (%) after the last epoch; drift and norm change as above.' + demo_rows_note(records), '',
              '| run | SA+GLCA | SA | GLCA | block drift (%) | norm change |', '|---|---|---|---|---|---|']
     lines += [reid_row(name, record) for name, record in records.items()]
     same = {name: record for name, record in records.items() if record['curve']['epoch'] == first['curve']['epoch']}
