@@ -1,6 +1,7 @@
 """Test a trained DCAL model: ``python tools/test.py CONFIG CHECKPOINT [options]`` (mmpretrain's conventions).
 
-Prints top-1/top-5 of the fused SA + GLCA prediction and top-1 of SA alone, GLCA alone and fused.
+Prints top-1/top-5 of the fused SA + GLCA prediction and top-1 of SA alone, GLCA alone and fused;
+``--precision bfloat16`` (the model cast) or ``amp-bfloat16`` (float32 weights under autocast) tests in half precision.
 """
 import argparse
 import os
@@ -11,6 +12,7 @@ from mmengine.dist import get_rank
 from train import build_runner, use_gloo_without_cuda
 
 from dcal_plugin.mmpretrain.runner import old_checkpoint_help
+from dcal_plugin.precision import add_precision_argument, run_in_precision
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,6 +26,7 @@ def parse_args() -> argparse.Namespace:
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+    add_precision_argument(parser)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -43,8 +46,9 @@ def main() -> None:
     use_gloo_without_cuda(cfg)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    with old_checkpoint_help(args.checkpoint):
-        metrics = build_runner(cfg).test()
+    runner = build_runner(cfg)
+    with old_checkpoint_help(args.checkpoint), run_in_precision(runner.model, args.precision):
+        metrics = runner.test()
     if metrics and get_rank() == 0:
         print(summary(metrics, cfg.model.head.num_classes))
 

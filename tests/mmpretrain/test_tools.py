@@ -45,6 +45,18 @@ def test_test_tool_reports_every_branch(trained, tmp_path):
     assert re.search(r'DCAL test top-1 \(%\): SA [\d.]+  fused [\d.]+  \(chance', sa_only)
 
 
+@pytest.mark.parametrize('precision', ['bfloat16', 'amp-bfloat16'])
+def test_test_tool_in_bfloat16_reports_what_float32_does(precision, trained, tmp_path):
+    """``--precision``: each branch's top-1 in bfloat16 is float32's up to one flipped image of the 20 (5 points): a
+    bfloat16 logit keeps 8 bits, so only a near-tie may flip."""
+    config, checkpoint = trained
+    pattern = r'DCAL test top-1 \(%\): SA ([\d.]+)  GLCA ([\d.]+)  fused ([\d.]+)'
+    top1 = {name: [float(value) for value in re.search(pattern, run_tool(
+        REPO / 'tools' / 'test.py', config, checkpoint, '--work-dir', tmp_path / name, '--precision', name)).groups()]
+        for name in ('float32', precision)}
+    assert top1[precision] == pytest.approx(top1['float32'], abs=5.0)
+
+
 def test_vis_rollout_writes_side_by_side_pictures(trained, digits_roots, tmp_path):
     config, checkpoint = trained
     images = sorted((digits_roots['cub'] / 'images').rglob('*.jpg'))[:2]
