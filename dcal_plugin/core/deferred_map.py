@@ -1,0 +1,73 @@
+"""An SA block's head-averaged attention map kept as the queries and keys it comes from, read a chunk of rows at a time.
+
+The rollout needs only the class token's row of ``S̄_i ⋯ S̄_1`` (METHOD §2), the latest block on
+the left: ``r = e₀ᵀ S̄_i``, then ``r ← r·S̄_l`` for ``l = i-1 … 1``. The forward pass meets the blocks
+in the other order, so a vector chain cannot start before block ``i`` (the forward order would
+carry the ``N×N`` product ``S̄_l ⋯ S̄_1``, at ``N³`` per block). Each block therefore keeps the
+means to compute ``r·mean_h(P)`` later: its queries and keys, or, what costs no memory in
+training, the tokens entering it, from which they are recomputed (autograd or activation
+checkpointing keeps those tokens anyway). :func:`row_times_head_mean` then computes
+``r·mean_h softmax(q kᵀ/√D)`` a chunk of query rows at a time: ``Σ_i r_i·P̄_i`` needs no
+``[B, H, N, N]`` buffer and no ``[B, N, N]`` map, only ``CHUNK_BYTES`` of probabilities.
+"""
+from typing import Callable, Iterator, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+# a block's map not yet computed: a function giving the queries [B, H, Nq, D] and keys [B, H, Nk, D] it comes from
+DeferredMap = Callable[[], Tuple[Tensor, Tensor]]
+# a block's head-averaged map [B, Nq, Nk], or a deferred one
+AttentionMap = Union[Tensor, DeferredMap]
+CHUNK_BYTES = 32 << 20  # float32 probabilities per chunk: a 15th of [B, H, N, N] for ViT-B/16 at 448, batch 16
+
+
+@torch.no_grad()
+def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+    """``row [B, Nq] · mean_h softmax(q kᵀ/√D)`` ``[B, Nk]`` in float32, from the ``q, k`` that ``deferred`` gives.
+
+    One chunk of query rows at a time: its probabilities ``[B, H, c, Nk]`` are multiplied by the
+    chunk's entries of ``row`` (divided by H) and added into the result by one batched product.
+    """
+    q, k = deferred()
+    if q.shape[2] != row.shape[-1]:
+        raise ValueError(f'a row of {row.shape[-1]} entries cannot multiply a map of {q.shape[2]} rows')
+    batch, heads = q.shape[:2]
+    with torch.autocast(q.device.type, enabled=False):
+        out = row.new_zeros(batch, 1, k.shape[2], dtype=torch.float32)
+        for rows, probabilities in _chunks(q, k, chunk_bytes):
+            weights = (row[:, rows].float() / heads).unsqueeze(1).expand(-1, heads, -1)
+            out.baddbmm_(weights.reshape(batch, 1, -1), probabilities.view(batch, -1, k.shape[2]))
+    return out.squeeze(1)
+
+
+@torch.no_grad()
+def head_mean_rows(deferred: DeferredMap, queries: Optional[int] = None, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+    """The map itself, ``mean_h softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` in float32, or its first ``queries`` rows (the class row)."""
+    q, k = deferred()
+    q = q[:, :, :queries]
+    with torch.autocast(q.device.type, enabled=False):
+        out = q.new_empty(q.shape[0], q.shape[2], k.shape[2], dtype=torch.float32)
+        for rows, probabilities in _chunks(q, k, chunk_bytes):
+            out[:, rows] = probabilities.mean(dim=1)
+    return out
+
+
+def read_map(attention_map: AttentionMap) -> Tensor:
+    """A map as a tensor ``[B, Nq, Nk]``: computed now if it is deferred."""
+    return attention_map if isinstance(attention_map, Tensor) else head_mean_rows(attention_map)
+
+
+def _chunks(q: Tensor, k: Tensor, chunk_bytes: int) -> Iterator[Tuple[slice, Tensor]]:
+    """``(query rows, softmax(q kᵀ/√D) [B, H, c, Nk])`` in float32 for chunks of ``q [B, H, Nq, D]``'s rows; autocast must be off.
+
+    Half-precision queries and keys are taken to float32 first, so the probabilities (and the
+    rollout's top-R) do not rest on half-precision scores.
+    """
+    batch, heads, queries, head_dim = q.shape
+    keys_t = k.float().transpose(-2, -1)
+    rows = max(1, chunk_bytes // (batch * heads * k.shape[2] * 4))
+    for start in range(0, queries, rows):
+        chunk = slice(start, start + rows)
+        scores = torch.matmul(q[:, :, chunk].float() * head_dim ** -0.5, keys_t)
+        yield chunk, torch.softmax(scores, dim=-1)
