@@ -23,11 +23,12 @@ CHUNK_BYTES = 32 << 20  # float32 probabilities per chunk: a 15th of [B, H, N, N
 
 
 @torch.no_grad()
-def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: Optional[int] = None) -> Tensor:
     """``row [B, Nq] · mean_h softmax(q kᵀ/√D)`` ``[B, Nk]`` in float32, from the ``q, k`` that ``deferred`` gives.
 
     One chunk of query rows at a time: its probabilities ``[B, H, c, Nk]`` are multiplied by the
     chunk's entries of ``row`` (divided by H) and added into the result by one batched product.
+    ``chunk_bytes`` bounds a chunk's probabilities (None: ``CHUNK_BYTES``, read when called).
     """
     q, k = deferred()
     if q.shape[2] != row.shape[-1]:
@@ -42,7 +43,7 @@ def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: int = C
 
 
 @torch.no_grad()
-def head_mean_rows(deferred: DeferredMap, queries: Optional[int] = None, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+def head_mean_rows(deferred: DeferredMap, queries: Optional[int] = None, chunk_bytes: Optional[int] = None) -> Tensor:
     """The map itself, ``mean_h softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` in float32, or its first ``queries`` rows (the class row)."""
     q, k = deferred()
     q = q[:, :, :queries]
@@ -58,7 +59,7 @@ def read_map(attention_map: AttentionMap) -> Tensor:
     return attention_map if isinstance(attention_map, Tensor) else head_mean_rows(attention_map)
 
 
-def _chunks(q: Tensor, k: Tensor, chunk_bytes: int) -> Iterator[Tuple[slice, Tensor]]:
+def _chunks(q: Tensor, k: Tensor, chunk_bytes: Optional[int]) -> Iterator[Tuple[slice, Tensor]]:
     """``(query rows, softmax(q kᵀ/√D) [B, H, c, Nk])`` in float32 for chunks of ``q [B, H, Nq, D]``'s rows; autocast must be off.
 
     Half-precision queries and keys are taken to float32 first, so the probabilities (and the
@@ -66,7 +67,7 @@ def _chunks(q: Tensor, k: Tensor, chunk_bytes: int) -> Iterator[Tuple[slice, Ten
     """
     batch, heads, queries, head_dim = q.shape
     keys_t = k.float().transpose(-2, -1)
-    rows = max(1, chunk_bytes // (batch * heads * k.shape[2] * 4))
+    rows = max(1, (chunk_bytes or CHUNK_BYTES) // (batch * heads * k.shape[2] * 4))
     for start in range(0, queries, rows):
         chunk = slice(start, start + rows)
         scores = torch.matmul(q[:, :, chunk].float() * head_dim ** -0.5, keys_t)
