@@ -19,26 +19,28 @@ from torch import Tensor
 DeferredMap = Callable[[], Tuple[Tensor, Tensor]]
 # a block's head-averaged map [B, Nq, Nk], or a deferred one
 AttentionMap = Union[Tensor, DeferredMap]
-CHUNK_BYTES = 32 << 20  # float32 probabilities per chunk: a 15th of [B, H, N, N] for ViT-B/16 at 448, batch 16
+CHUNK_BYTES = 32 << 20  # float32 probabilities per chunk off CPU: one image of ViT-B/16 at 448 (29.6 MB)
+CPU_CHUNK_BYTES = 2 << 20  # on CPU: within a core's L2 cache, so softmax and product read the chunk from cache
 
 
 @torch.no_grad()
 def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: Optional[int] = None) -> Tensor:
     """``row [B, Nq] · mean_h softmax(q kᵀ/√D)`` ``[B, Nk]`` in float32, from the ``q, k`` that ``deferred`` gives.
 
-    One chunk of query rows at a time: its probabilities ``[B, H, c, Nk]`` are multiplied by the
-    chunk's entries of ``row`` (divided by H) and added into the result by one batched product.
-    ``chunk_bytes`` bounds a chunk's probabilities (None: ``CHUNK_BYTES``, read when called).
+    One chunk at a time: its probabilities ``[b, H, c, Nk]`` are multiplied by the chunk's entries
+    of ``row`` (divided by H) and added into the result by one batched product. ``chunk_bytes``
+    bounds a chunk's probabilities (None: :func:`chunk_bytes_on`, read when called).
     """
     q, k = deferred()
     if q.shape[2] != row.shape[-1]:
         raise ValueError(f'a row of {row.shape[-1]} entries cannot multiply a map of {q.shape[2]} rows')
-    batch, heads = q.shape[:2]
+    heads = q.shape[1]
     with torch.autocast(q.device.type, enabled=False):
-        out = row.new_zeros(batch, 1, k.shape[2], dtype=torch.float32)
-        for rows, probabilities in _chunks(q, k, chunk_bytes):
-            weights = (row[:, rows].float() / heads).unsqueeze(1).expand(-1, heads, -1)
-            out.baddbmm_(weights.reshape(batch, 1, -1), probabilities.view(batch, -1, k.shape[2]))
+        out = row.new_zeros(q.shape[0], 1, k.shape[2], dtype=torch.float32)
+        for images, rows, probabilities in _chunks(q, k, chunk_bytes):
+            weights = (row[images, rows].float() / heads).unsqueeze(1).expand(-1, heads, -1)
+            count = probabilities.shape[0]
+            out[images].baddbmm_(weights.reshape(count, 1, -1), probabilities.view(count, -1, k.shape[2]))
     return out.squeeze(1)
 
 
@@ -49,8 +51,8 @@ def head_mean_rows(deferred: DeferredMap, queries: Optional[int] = None, chunk_b
     q = q[:, :, :queries]
     with torch.autocast(q.device.type, enabled=False):
         out = q.new_empty(q.shape[0], q.shape[2], k.shape[2], dtype=torch.float32)
-        for rows, probabilities in _chunks(q, k, chunk_bytes):
-            out[:, rows] = probabilities.mean(dim=1)
+        for images, rows, probabilities in _chunks(q, k, chunk_bytes):
+            out[images, rows] = probabilities.mean(dim=1)
     return out
 
 
@@ -59,16 +61,24 @@ def read_map(attention_map: AttentionMap) -> Tensor:
     return attention_map if isinstance(attention_map, Tensor) else head_mean_rows(attention_map)
 
 
-def _chunks(q: Tensor, k: Tensor, chunk_bytes: Optional[int]) -> Iterator[Tuple[slice, Tensor]]:
-    """``(query rows, softmax(q kᵀ/√D) [B, H, c, Nk])`` in float32 for chunks of ``q [B, H, Nq, D]``'s rows; autocast must be off.
+def chunk_bytes_on(device: torch.device) -> int:
+    """Bytes of probabilities per chunk on ``device``: ``CPU_CHUNK_BYTES`` on CPU, else ``CHUNK_BYTES``."""
+    return CPU_CHUNK_BYTES if device.type == 'cpu' else CHUNK_BYTES
 
-    Half-precision queries and keys are taken to float32 first, so the probabilities (and the
-    rollout's top-R) do not rest on half-precision scores.
+
+def _chunks(q: Tensor, k: Tensor, chunk_bytes: Optional[int]) -> Iterator[Tuple[slice, slice, Tensor]]:
+    """``(images, query rows, softmax(q kᵀ/√D) [b, H, c, Nk])`` in float32 over ``q [B, H, Nq, D]``; autocast must be off.
+
+    A chunk holds as many whole images as ``chunk_bytes`` allows, or rows of one image. Half-precision
+    queries and keys are taken to float32 first, so the probabilities (and the rollout's top-R)
+    do not rest on half-precision scores.
     """
     batch, heads, queries, head_dim = q.shape
     keys_t = k.float().transpose(-2, -1)
-    rows = max(1, (chunk_bytes or CHUNK_BYTES) // (batch * heads * k.shape[2] * 4))
-    for start in range(0, queries, rows):
-        chunk = slice(start, start + rows)
-        scores = torch.matmul(q[:, :, chunk].float() * head_dim ** -0.5, keys_t)
-        yield chunk, torch.softmax(scores, dim=-1)
+    rows = max(1, (chunk_bytes or chunk_bytes_on(q.device)) // (heads * k.shape[2] * 4))
+    step, rows = (rows // queries, queries) if rows >= queries else (1, rows)
+    for image in range(0, batch, step):
+        for start in range(0, queries, rows):
+            images, chunk = slice(image, image + step), slice(start, start + rows)
+            scores = torch.matmul(q[images, :, chunk].float() * head_dim ** -0.5, keys_t[images])
+            yield images, chunk, torch.softmax(scores, dim=-1)

@@ -40,9 +40,9 @@ def test_bf16_maps_and_rollout_are_float32(monkeypatch):
     dtypes, chunks = [], deferred_map._chunks
 
     def recording_chunks(q, k, chunk_bytes):
-        for rows, probabilities in chunks(q, k, chunk_bytes):
+        for images, rows, probabilities in chunks(q, k, chunk_bytes):
             dtypes.append((q.dtype, probabilities.dtype, torch.is_autocast_enabled('cpu')))
-            yield rows, probabilities
+            yield images, rows, probabilities
 
     monkeypatch.setattr(deferred_map, '_chunks', recording_chunks)
     with torch.no_grad(), bf16():
