@@ -2,12 +2,12 @@
 
 The exact method needs every SA block's head-averaged map (for the rollout). The variants:
 
-- ``shared softmax, head by head`` (what the model does without autograd at 448 on CPU): one
-  softmax per image and head gives both the output ``P·V`` and the head mean of ``P``, both
-  products through oneDNN (``attention_map_kernel.onednn_linear``);
-- ``shared softmax, tiles`` / ``one tile``: the same softmax over tiles of ``TILE_BYTES`` (what
-  the kernel does below ``ONEDNN_MIN_SCORES``) or over the whole ``[B, H, N, N]`` tensor at
-  once, the products by ``torch.bmm`` (MKL);
+- ``shared softmax, head by head``: one softmax per image and head gives both the output ``P·V``
+  and the head mean of ``P``, both products through oneDNN (``attention_map_kernel.onednn_linear``);
+- ``shared softmax, tiles`` / ``one tile``: the same softmax over tiles of ``TILE_BYTES`` or over
+  the whole ``[B, H, N, N]`` tensor at once, the products by ``torch.bmm`` (MKL); without
+  autograd on CPU the model takes whichever of ``head by head`` and ``tiles`` it measured faster
+  (``attention_map_kernel.head_by_head_is_faster``);
 - ``fused + recomputed map, head by head`` / ``tiles`` / ``one tile``: fused SDPA for the
   output, and the map recomputed beside it without gradient (the issue's reference design; more
   FLOPs);
@@ -39,7 +39,6 @@ from benchmarks.workloads import build_pair  # noqa: E402
 from dcal_plugin.core import attention_map_kernel as kernel  # noqa: E402
 
 ONE_TILE = 1 << 62
-NEVER = 1 << 62
 
 
 def fused_with_recomputed_map(q, k, v=None, dropout_p=0.0, **thresholds):
@@ -63,11 +62,11 @@ def fused_with_map_from_logsumexp(q, k, v=None, dropout_p=0.0):
     return None if v is None else out, weights
 
 
-def variants(onednn_min_scores: int = kernel.ONEDNN_MIN_SCORES, tile_bytes: int = kernel.TILE_BYTES) -> Dict:
-    """name -> a ``softmax_with_head_mean``-like function, the defaults' thresholds given as arguments."""
-    paths = {'head by head': dict(tile_bytes=tile_bytes, onednn_min_scores=onednn_min_scores),
-             'tiles': dict(tile_bytes=tile_bytes, onednn_min_scores=NEVER),
-             'one tile': dict(tile_bytes=ONE_TILE, onednn_min_scores=NEVER)}
+def variants(tile_bytes: int = kernel.TILE_BYTES) -> Dict:
+    """name -> a ``softmax_with_head_mean``-like function, its CPU path and tile size given as arguments."""
+    paths = {'head by head': dict(tile_bytes=tile_bytes, head_by_head=True),
+             'tiles': dict(tile_bytes=tile_bytes, head_by_head=False),
+             'one tile': dict(tile_bytes=ONE_TILE, head_by_head=False)}
     designs = {'shared softmax': kernel.softmax_with_head_mean, 'fused + recomputed map': fused_with_recomputed_map}
     chosen = {f'{design}, {path}': functools.partial(softmax, **thresholds)
               for design, softmax in designs.items() for path, thresholds in paths.items()}
@@ -89,7 +88,7 @@ def run_variant(dcal: torch.nn.Module, images: torch.Tensor, softmax) -> object:
 
 
 def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: int, clock,
-            max_foreign_share: Optional[float], onednn_min_scores: int = kernel.ONEDNN_MIN_SCORES) -> Dict:
+            max_foreign_share: Optional[float]) -> Dict:
     vit, dcal = build_pair(model_name, img_size, torch.device('cpu'))
     vit.eval(), dcal.eval()
     images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
@@ -99,13 +98,13 @@ def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: in
             return vit(images)
 
     fns = dict(timm=timm_eval, **{name: functools.partial(run_variant, dcal, images, softmax)
-                                  for name, softmax in variants(onednn_min_scores).items()})
+                                  for name, softmax in variants().items()})
     times, rounds = measure.time_interleaved(fns, repeats, warmup, lambda: None, clock, max_foreign_share, 4 * repeats)
     flops = {name: measure.count_flops(fn) for name, fn in fns.items()}
     seconds = {name: measure.median(values) for name, values in times.items()}
     kept = rounds['foreign_share_of_kept']
     return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
-                tile_bytes=kernel.TILE_BYTES, onednn_min_scores=onednn_min_scores,
+                tile_bytes=kernel.TILE_BYTES,
                 seconds=seconds, flops=flops,
                 time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
                 flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})

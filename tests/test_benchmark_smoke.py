@@ -101,7 +101,7 @@ def test_tiled_attention_paths_match_one_tile(monkeypatch, heads):
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, heads, n, 8, generator=g) for n in (11, 13, 13))
-    by_tile = dict(onednn_min_scores=1 << 62)
+    by_tile = dict(head_by_head=False)
     want_out, want_map = kernel.softmax_with_head_mean(q, k, v, tile_bytes=1 << 62, **by_tile)
     assert torch.allclose(want_map.sum(-1), torch.ones(3, 11))
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
@@ -138,8 +138,8 @@ def test_attention_variants_compute_the_same_dcal_outputs():
     from benchmarks.workloads import build_pair
     from dcal_plugin.core import attention_map_kernel as kernel
 
-    # tiles of 5 query rows at 64x64 (17 tokens); whole images head by head where oneDNN is
-    chosen = variants(onednn_min_scores=17 * 17, tile_bytes=3 * 17 * 4 * 5)
+    # tiles of 5 query rows at 64x64 (17 tokens); head by head where oneDNN is
+    chosen = variants(tile_bytes=3 * 17 * 4 * 5)
     _, dcal = build_pair('deit_tiny_patch16_224', 64, torch.device('cpu'))
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     outputs = {name: run_variant(dcal.eval(), images, softmax) for name, softmax in chosen.items()}
@@ -157,7 +157,7 @@ def test_attention_variants_compare_reports_every_variant():
     from benchmarks.attention_variants import VARIANTS, compare, table
 
     row = compare('deit_tiny_patch16_224', 64, batch=2, repeats=1, warmup=0, clock=time.perf_counter,
-                  max_foreign_share=None, onednn_min_scores=1)  # the default variants go head by head where oneDNN is
+                  max_foreign_share=None)
     assert set(row['time_ratio']) == set(row['flop_ratio']) == set(VARIANTS)
     assert row['flop_ratio']['fused + recomputed map, tiles'] > row['flop_ratio']['shared softmax, tiles'] > 1
     # the same products, counted through oneDNN's op (the tiles' head mean is a bmm, head by head it is adds)

@@ -7,19 +7,17 @@ keys/values of all tokens; PWCA passes keys/values of two images concatenated al
 rollout is obtained.
 """
 import enum
-import functools
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention_map_kernel import softmax_with_head_mean
+from .deferred_map import AttentionMap, DeferredMap
 
 # ``(q, k, v, dropout_p) -> (P·v, mean_h P)``, both computed from one softmax without gradient
 SoftmaxWithHeadMean = Callable[..., Tuple[Optional[Tensor], Tensor]]
-# a block's head-averaged map ``[B, Nq, N]``, or a function that computes it when the rollout reads it
-AttentionMap = Union[Tensor, Callable[[], Tensor]]
 HALF_PRECISION = (torch.float16, torch.bfloat16)  # mixed-precision dtypes: their maps are computed in float32
 
 
@@ -41,29 +39,33 @@ def attend_with_map(
         v: Tensor,
         dropout_p: float,
         rows: MapRows,
-        softmax: SoftmaxWithHeadMean = softmax_with_head_mean,
+        recompute: DeferredMap,
+        softmax: Optional[SoftmaxWithHeadMean] = softmax_with_head_mean,
 ) -> Tuple[Tensor, AttentionMap]:
     """:func:`attend`'s output and the head-averaged map (``rows`` of it, before dropout, never with gradient).
 
-    Without autograd, output and map come from one softmax (``softmax``, by default the CPU-aware
-    kernel) and the map is a tensor ``[B, N, N]``. When autograd records the call, or only the
-    class token's row is wanted, the output comes from fused attention and the map is a function
-    that computes it from the detached queries and keys (which the backward pass keeps anyway)
-    when the rollout reads it: training holds no ``[B, N, N]`` map per block, and the class row
-    ``[B, 1, N]`` costs one row of scores. Under mixed precision (float16 or bfloat16 queries)
-    the output is fused attention's too, as in timm, and the map is computed in float32 with
-    autocast off, so that the rollout's top-R does not rest on half-precision probabilities.
+    On CPU, without autograd, in float32 or float64, output and whole map come from one softmax
+    (``softmax``, by default the CPU-aware kernel) and the map is a tensor ``[B, N, N]``: the
+    map then costs no second ``q kᵀ``. Otherwise (another device, autograd, half precision, or
+    ``softmax`` None) the output comes from fused attention, as in timm, and the map is deferred
+    (:mod:`~dcal_plugin.core.deferred_map`): the rollout reads it a chunk of rows at a time, in
+    float32, and no ``[B, H, N, N]`` or ``[B, N, N]`` tensor is made. A class row is deferred as
+    views of its queries and keys (the rollout reads it right after this block, so they hold
+    nothing across blocks); whole maps as ``recompute``, which recomputes the queries and keys
+    from the tokens entering the block, tokens that autograd or activation checkpointing keeps
+    anyway (keeping ``q, k`` would keep the block's whole ``qkv`` output alive under checkpointing).
     """
-    if rows is MapRows.ALL and not records_gradient(q, k, v) and q.dtype not in HALF_PRECISION:
+    if rows is MapRows.ALL and softmax is not None and shares_softmax(q, k, v):
         return softmax(q, k, v, dropout_p)
-    map_queries = q[:, :, :1] if rows is MapRows.CLASS_TOKEN else q
-    read_map = functools.partial(_head_mean_only, softmax, map_queries.detach(), k.detach())
-    return attend(q, k, v, dropout_p), read_map
+    if rows is MapRows.CLASS_TOKEN:
+        class_row = q[:, :, :1].detach(), k.detach()
+        return attend(q, k, v, dropout_p), lambda: class_row
+    return attend(q, k, v, dropout_p), recompute
 
 
-def read_map(attention_map: AttentionMap) -> Tensor:
-    """A map as a tensor: computed now if :func:`attend_with_map` gave it as a function."""
-    return attention_map if isinstance(attention_map, Tensor) else attention_map()
+def shares_softmax(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether an SA block's output and whole map come from one softmax: on CPU, not half precision, without autograd."""
+    return q.device.type == 'cpu' and q.dtype not in HALF_PRECISION and not records_gradient(q, k, v)
 
 
 def records_gradient(*tensors: Tensor) -> bool:
@@ -81,18 +83,19 @@ def project_qkv(attn: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
 
 def project_q(attn: nn.Module, x: Tensor) -> Tensor:
     """Queries ``[B, H, Nq, D]`` of tokens ``x [B, Nq, C]``: only the query third of ``qkv`` is applied."""
-    width = attn.num_heads * attn.head_dim
-    bias = None if attn.qkv.bias is None else attn.qkv.bias[:width]
-    q = F.linear(x, attn.qkv.weight[:width], bias)
-    return attn.q_norm(_split_heads(q, attn.num_heads))
+    return attn.q_norm(_project(attn, x, 0, 1)[0])
+
+
+def project_qk(attn: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Queries and keys ``[B, H, N, D]`` of tokens ``x [B, N, C]``: the value third of ``qkv`` is skipped."""
+    q, k = _project(attn, x, 0, 2)
+    return attn.q_norm(q), attn.k_norm(k)
 
 
 def project_kv(attn: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
     """Keys and values ``[B, H, N, D]`` of tokens ``x [B, N, C]``: the query third of ``qkv`` is skipped."""
-    width = attn.num_heads * attn.head_dim
-    bias = None if attn.qkv.bias is None else attn.qkv.bias[width:]
-    k, v = F.linear(x, attn.qkv.weight[width:], bias).chunk(2, dim=-1)
-    return attn.k_norm(_split_heads(k, attn.num_heads)), _split_heads(v, attn.num_heads)
+    k, v = _project(attn, x, 1, 3)
+    return attn.k_norm(k), v
 
 
 def merge_heads(attn: nn.Module, out: Tensor) -> Tensor:
@@ -107,15 +110,13 @@ def attention_dropout(attn: nn.Module) -> float:
     return attn.attn_drop.p if attn.training else 0.0
 
 
-def _head_mean_only(softmax: SoftmaxWithHeadMean, q: Tensor, k: Tensor) -> Tensor:
-    """The head-averaged map ``[B, Nq, Nk]`` of ``softmax`` without ``P·v``; half precision computed in float32, autocast off."""
-    with torch.autocast(q.device.type, enabled=False):
-        return softmax(_at_least_float32(q), _at_least_float32(k))[1]
-
-
-def _at_least_float32(x: Tensor) -> Tensor:
-    """``x`` in float32 if it is float16 or bfloat16, else unchanged."""
-    return x.float() if x.dtype in HALF_PRECISION else x
+def _project(attn: nn.Module, x: Tensor, first: int, stop: int) -> Tuple[Tensor, ...]:
+    """Thirds ``first..stop-1`` of ``qkv`` (0 queries, 1 keys, 2 values) of tokens ``x [B, N, C]``, each ``[B, H, N, D]``."""
+    width = attn.num_heads * attn.head_dim
+    rows = slice(first * width, stop * width)
+    bias = None if attn.qkv.bias is None else attn.qkv.bias[rows]
+    parts = F.linear(x, attn.qkv.weight[rows], bias).chunk(stop - first, dim=-1)
+    return tuple(_split_heads(part, attn.num_heads) for part in parts)
 
 
 def _split_heads(x: Tensor, num_heads: int) -> Tensor:

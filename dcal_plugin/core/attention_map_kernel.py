@@ -3,22 +3,25 @@
 The model calls one function, :func:`softmax_with_head_mean` (its pieces are public for
 ``benchmarks/attention_variants.py``). On CPU it makes and uses the probabilities a
 piece at a time, so each piece is still in cache when its head mean and ``P·v`` read it: head by
-head through oneDNN's GEMM for large float32 score matrices, else in tiles through ``torch.bmm``.
-Elsewhere all of ``P`` is one tile; traced by ``torch.compile`` or ``torch.export`` (the ONNX
-export), all of ``P`` in plain operations that the compiler fuses and whose graph keeps the batch
-size free. The two thresholds are arguments; their defaults come from sweeps on the
-project's 2-core machine (benchmarks/results/attention_map_kernel_sweeps.md).
+head through oneDNN's GEMM, or in tiles through ``torch.bmm`` (MKL), whichever
+:func:`head_by_head_is_faster` measured faster on this machine for this shape. Elsewhere all of
+``P`` is one tile; traced by ``torch.compile`` or ``torch.export`` (the ONNX export), all of ``P``
+in plain operations that the compiler fuses and whose graph keeps the batch size free. The tile
+size is an argument; its default comes from sweeps on the project's 2-core machine
+(benchmarks/results/attention_map_kernel_sweeps.md).
 """
 import functools
 import math
-from typing import Callable, Iterator, Optional, Tuple
+import time
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 TILE_BYTES = 16 << 20  # bytes of probabilities per CPU tile: whole 448x448 images of DeiT-Tiny/Small per tile
-ONEDNN_MIN_SCORES = 300 * 300  # fewest scores per image and head (rows x keys) that go head by head through oneDNN
+CALIBRATION_RUNS = 2  # timed runs of each CPU path per shape (the fastest counts: the first also warms up)
+_head_by_head_faster: Dict[tuple, bool] = {}  # head_by_head_is_faster's measurements, by shape and thread count
 
 
 @torch.no_grad()
@@ -28,24 +31,54 @@ def softmax_with_head_mean(
         v: Optional[Tensor] = None,
         dropout_p: float = 0.0,
         tile_bytes: int = TILE_BYTES,
-        onednn_min_scores: int = ONEDNN_MIN_SCORES,
+        head_by_head: Optional[bool] = None,
 ) -> Tuple[Optional[Tensor], Tensor]:
     """``(P·v [B, H, Nq, Dv] | None, mean_h P [B, Nq, Nk])`` for q ``[B, H, Nq, D]``, k/v ``[B, H, Nk, D]``, without gradient.
 
     ``P·v`` only when ``v`` is given; dropout (train mode) acts on ``P·v``, not on the map. On CPU,
-    ``tile_bytes`` bounds the scratch memory of one piece of ``P``; a float32 piece with at least
-    ``onednn_min_scores`` scores per image and head goes head by head through oneDNN when torch
-    has it (a oneDNN call costs more than a BLAS call, and its faster GEMM pays for that only on
-    large products).
+    ``tile_bytes`` bounds the scratch memory of one piece of ``P``; float32 goes head by head
+    through oneDNN when torch has it and ``head_by_head`` says so (None: when
+    :func:`head_by_head_is_faster`), else in tiles through ``torch.bmm``.
     """
     if torch.compiler.is_compiling():  # traced by torch.compile or torch.export: plain operations, no loop over B
         return _whole(q, k, v, dropout_p)
     linear = onednn_linear()
-    rows = min(q.shape[2], _rows_per_tile(k.shape[2], 1, q.element_size(), tile_bytes))
-    if (linear is not None and q.device.type == 'cpu' and q.dtype == torch.float32
-            and rows * k.shape[2] >= onednn_min_scores and torch.backends.mkldnn.enabled):
-        return _by_head(q, k, v, dropout_p, linear, rows)
+    if linear is not None and q.device.type == 'cpu' and q.dtype == torch.float32 and torch.backends.mkldnn.enabled:
+        if head_by_head is None:
+            head_by_head = head_by_head_is_faster(q, k, v, tile_bytes)
+        if head_by_head:
+            return _by_head(q, k, v, dropout_p, linear, _head_rows(q, k, tile_bytes))
     return _by_tile(q, k, v, dropout_p, tile_bytes)
+
+
+def head_by_head_is_faster(q: Tensor, k: Tensor, v: Optional[Tensor], tile_bytes: int = TILE_BYTES) -> bool:
+    """Whether oneDNN head by head beats ``torch.bmm`` tiles on this machine for these float32 CPU inputs: measured once.
+
+    Which is faster depends on the CPU, the BLAS torch ships and the shape (a oneDNN call costs
+    more than a BLAS call, and its faster GEMM pays for that only on large products), so it is
+    timed where it runs, the first time a shape (heads, rows, keys, head and value widths, tile
+    size) meets a thread count: both paths on the inputs' first images (as many as threads),
+    ``CALIBRATION_RUNS`` times each, the fastest run of each compared. Kept in memory for the
+    process; it costs about four forward passes of one block on those images.
+    """
+    images = min(q.shape[0], torch.get_num_threads())
+    key = (images, *q.shape[1:], k.shape[2], None if v is None else v.shape[-1], tile_bytes, torch.get_num_threads())
+    if key not in _head_by_head_faster:
+        q, k, v = q[:images], k[:images], None if v is None else v[:images]
+        by_head = _fastest(lambda: _by_head(q, k, v, 0.0, onednn_linear(), _head_rows(q, k, tile_bytes)))
+        by_tile = _fastest(lambda: _by_tile(q, k, v, 0.0, tile_bytes))
+        _head_by_head_faster[key] = by_head < by_tile
+    return _head_by_head_faster[key]
+
+
+def _fastest(run: Callable[[], object]) -> float:
+    """Seconds of the fastest of ``CALIBRATION_RUNS`` calls of ``run``."""
+    seconds = []
+    for _ in range(CALIBRATION_RUNS):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,6 +219,11 @@ def tiles(q: Tensor, num_keys: int, tile_bytes: int = TILE_BYTES) -> Iterator[Tu
     for image in range(0, batch, step):
         for start in range(0, queries, rows):
             yield slice(image, image + step), slice(start, start + rows)
+
+
+def _head_rows(q: Tensor, k: Tensor, tile_bytes: int) -> int:
+    """Query rows per piece of one image and head on the head-by-head path."""
+    return min(q.shape[2], _rows_per_tile(k.shape[2], 1, q.element_size(), tile_bytes))
 
 
 def _rows_per_tile(num_keys: int, heads: int, element_size: int, tile_bytes: int) -> int:

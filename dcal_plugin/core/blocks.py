@@ -4,6 +4,7 @@ Both functions compose the block's own sub-modules (``norm1``, ``attn``, ``ls1``
 ``norm2``, ``mlp``, ``ls2``, ``drop_path2``) exactly as timm's ``Block.forward`` does; only the
 tensors handed to :func:`~dcal_plugin.core.attention.attend` differ.
 """
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from .attention import (
     AttentionMap, MapRows, SoftmaxWithHeadMean, attend, attend_with_map, attention_dropout, merge_heads, project_kv,
-    project_q, project_qkv)
+    project_q, project_qk, project_qkv)
 from .attention_map_kernel import softmax_with_head_mean
 
 
@@ -21,7 +22,7 @@ def self_and_pair_attention_block(
         partner: Optional[Tensor] = None,
         map_rows: Optional[MapRows] = None,
         partner_gradient: bool = True,
-        softmax: SoftmaxWithHeadMean = softmax_with_head_mean,
+        softmax: Optional[SoftmaxWithHeadMean] = softmax_with_head_mean,
 ) -> Tuple[Tensor, Optional[AttentionMap]]:
     """One block on the SA stream ``[B, N, C]``, or on ``[SA; PWCA]`` stacked ``[2B, N, C]`` when ``partner`` is given.
 
@@ -29,8 +30,9 @@ def self_and_pair_attention_block(
     own keys/values concatenated with those of SA row ``partner[b]`` at this same block (METHOD §4),
     with the block's weights shared. Returns the new stream and, when ``map_rows`` is given, the
     SA rows' head-averaged attention map as :func:`~dcal_plugin.core.attention.attend_with_map`
-    gives it (``softmax`` computes it). Without ``partner_gradient`` the partner's keys/values are
-    detached, so the PWCA rows send no gradient into the partner's SA stream.
+    gives it (``softmax`` computes it, or a deferred map recomputes the SA rows' queries and keys
+    from ``x``). Without ``partner_gradient`` the partner's keys/values are detached, so the PWCA
+    rows send no gradient into the partner's SA stream.
     """
     q, k, v = project_qkv(block.attn, block.norm1(x))
     dropout_p = attention_dropout(block.attn)
@@ -39,7 +41,8 @@ def self_and_pair_attention_block(
     if map_rows is None:
         out, attention_map = attend(q_sa, k_sa, v_sa, dropout_p), None
     else:
-        out, attention_map = attend_with_map(q_sa, k_sa, v_sa, dropout_p, map_rows, softmax)
+        recompute = functools.partial(self_attention_queries_and_keys, block, x[:num_sa].detach())
+        out, attention_map = attend_with_map(q_sa, k_sa, v_sa, dropout_p, map_rows, recompute, softmax)
     out = merge_heads(block.attn, out)
     if partner is not None:
         partner_keys, partner_values = k[partner], v[partner]
@@ -54,6 +57,11 @@ def self_and_pair_attention_block(
     x = x + block.drop_path1(block.ls1(out))
     x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
     return x, attention_map
+
+
+def self_attention_queries_and_keys(block: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Queries and keys ``[B, H, N, D]`` of the tokens ``x [B, N, C]`` entering ``block``, as its attention computes them."""
+    return project_qk(block.attn, block.norm1(x))
 
 
 def global_local_cross_attention_block(block: nn.Module, x: Tensor, query_index: Tensor) -> Tensor:

@@ -9,10 +9,11 @@ import torch.utils.checkpoint
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from .attention import AttentionMap, MapRows, read_map
+from .attention import MapRows
 from .attention_map_kernel import softmax_with_head_mean
 from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
 from .checkpoint import check_fits, load_timm_checkpoint, load_timm_state_dict
+from .deferred_map import AttentionMap, read_map
 from .forward_plan import ForwardPlan
 from .output import DCALOutput
 from .pretrained import SUPPORTED_MODELS, create_timm_model
@@ -41,7 +42,8 @@ class DCALViT(nn.Module):
     The arguments after ``vit`` are DCAL's options, defined here once (:meth:`option_defaults`):
     the MMPretrain backbone and the torchreid model and yaml config take them by these names.
     ``softmax_with_head_mean`` (an attribute, not an option) computes the maps the rollout reads
-    together with their blocks' outputs; benchmarks replace it per model, as timm's ``fused_attn``.
+    together with their blocks' outputs where that pays (CPU, float32, no autograd); benchmarks
+    replace it per model, as timm's ``fused_attn``; None defers every map, as off CPU.
 
     Args:
         vit (VisionTransformer): a timm ViT/DeiT/hybrid with one class token and token pooling.
@@ -225,6 +227,7 @@ class DCALViT(nn.Module):
                     maps.append(attention_map)
                 if glca_input is not None:
                     glca_feature, glca_logits, local_query_index = self._glca(glca_input, maps)
+                    maps.clear()  # what the maps hold is not needed past GLCA's block
         sa_tokens, pwca_tokens = plan.split(stream)
         sa_feature, sa_logits = self._sa_head(sa_tokens)
         pwca_feature, pwca_logits = (None, None) if pwca_tokens is None else self._sa_head(pwca_tokens)

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .attention import AttentionMap, read_map
+from .deferred_map import AttentionMap, head_mean_rows, row_times_head_mean
 
 
 def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
@@ -29,21 +29,24 @@ def class_token_rollout(
     Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32, autocast off: O(L·N²) per
     image, never an ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
     ``r·S̄ = (1-α)·(r/s)·A + α·(r/s)`` with ``s`` the row sums of ``(1-α)·A + α·I``. Each map is
-    read once, the last block's first, and not kept: a map may be given as a function that computes
-    it, called when the map is read, so that such maps exist one at a time.
-    Of the last block only the class token's row enters, so its map may be given as that row
-    alone, ``[B, 1, N]`` (or ``[B, H, 1, N]``). ``rows_sum_to_one`` says the maps are softmax
-    outputs: then ``s = 1`` and each map is read once (for ``r·A``) instead of twice.
+    read once, the last block's first, and not kept. A map is a tensor, or deferred
+    (:mod:`~dcal_plugin.core.deferred_map`): then ``r·A`` is computed a chunk of rows at a time
+    from the queries and keys it gives when read, so that no map exists whole, and its rows are
+    softmax rows (``s = 1``). Of the last block only the class token's row enters, so its map may
+    be given as that row alone, ``[B, 1, N]`` (or ``[B, H, 1, N]``). ``rows_sum_to_one`` says the
+    tensor maps are softmax outputs: then ``s = 1`` and each is read once (for ``r·A``) instead of twice.
     """
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
-    last = _head_mean(_checked_map(read_map(attentions[-1]), None, class_row_allowed=True))
+    last = attentions[-1]
+    last = head_mean_rows(last, queries=1) if callable(last) else _head_mean(_checked_map(last, None, class_row_allowed=True))
     shape = last.shape[:1] + last.shape[-1:] * 2
     with torch.autocast(last.device.type, enabled=False):  # float32 under mixed precision too
         row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
-        for index in reversed(range(len(attentions) - 1)):
-            attention = _head_mean(_checked_map(read_map(attentions[index]), shape))
-            row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
+    for index in reversed(range(len(attentions) - 1)):
+        attention = attentions[index]
+        attention = attention if callable(attention) else _head_mean(_checked_map(attention, shape))
+        row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, 1:]
 
 
@@ -66,14 +69,20 @@ def num_local_queries(num_patches: int, ratio: float) -> int:
     return max(1, round(ratio * num_patches))
 
 
-def _apply_residual_map(row: Tensor, attention: Tensor, residual_weight: float, rows_sum_to_one: bool) -> Tensor:
-    """``row [B, N] · S̄`` where ``S̄ = rownorm((1-α)·attention + α·I)``, attention ``[B, N, N]``.
+def _apply_residual_map(
+        row: Tensor, attention: AttentionMap, residual_weight: float, rows_sum_to_one: bool) -> Tensor:
+    """``row [B, N] · S̄`` where ``S̄ = rownorm((1-α)·attention + α·I)``, attention ``[B, N, N]`` or deferred.
 
-    With ``rows_sum_to_one`` the attention's rows are taken to sum to 1, so ``S̄``'s do too.
+    With ``rows_sum_to_one`` the attention's rows are taken to sum to 1, so ``S̄``'s do too; a
+    deferred map's rows are softmax rows.
     """
-    attention = attention.float()
-    scaled = row if rows_sum_to_one else row / ((1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight)
-    mixed = torch.bmm(scaled.unsqueeze(1), attention).squeeze(1)
+    if callable(attention):
+        scaled, mixed = row, row_times_head_mean(row, attention)
+    else:
+        with torch.autocast(row.device.type, enabled=False):
+            attention = attention.float()
+            scaled = row if rows_sum_to_one else row / ((1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight)
+            mixed = torch.bmm(scaled.unsqueeze(1), attention).squeeze(1)
     return (1.0 - residual_weight) * mixed + residual_weight * scaled
 
 

@@ -1,4 +1,4 @@
-"""The CPU-aware kernel behind the rollout's maps against an explicit loop, at thresholds passed as arguments."""
+"""The CPU-aware kernel behind the rollout's maps against an explicit loop; its CPU path chosen by measurement."""
 import inspect
 
 import pytest
@@ -63,24 +63,52 @@ def test_onednn_linear_is_none_without_onednn(monkeypatch):
 
 
 @needs_onednn
-def test_large_float32_cpu_maps_go_head_by_head(monkeypatch):
+def test_float32_cpu_maps_go_head_by_head_when_asked_or_measured_faster(monkeypatch):
     q, k, _ = qkv(nq=5, nk=9)
-    assert taken_path(monkeypatch, q, k, onednn_min_scores=5 * 9) == ['_by_head']
-    assert taken_path(monkeypatch, q, k, onednn_min_scores=5 * 9 + 1) == ['_by_tile']
-    assert taken_path(monkeypatch, q.double(), k.double(), onednn_min_scores=5 * 9) == ['_by_tile']
+    assert taken_path(monkeypatch, q, k, head_by_head=True) == ['_by_head']
+    assert taken_path(monkeypatch, q, k, head_by_head=False) == ['_by_tile']
+    for faster in (True, False):
+        monkeypatch.setattr(kernel, 'head_by_head_is_faster', lambda *args, faster=faster: faster)
+        assert taken_path(monkeypatch, q, k) == (['_by_head'] if faster else ['_by_tile'])
+    assert taken_path(monkeypatch, q.double(), k.double(), head_by_head=True) == ['_by_tile']
     with torch.backends.mkldnn.flags(enabled=False):
-        assert taken_path(monkeypatch, q, k, onednn_min_scores=5 * 9) == ['_by_tile']
-    four_rows = 4 * 9 * 4  # blocks of 4 rows: 36 scores per product
-    assert taken_path(monkeypatch, q, k, tile_bytes=four_rows, onednn_min_scores=5 * 9) == ['_by_tile']
-    assert taken_path(monkeypatch, q, k, tile_bytes=four_rows, onednn_min_scores=4 * 9) == ['_by_head']
+        assert taken_path(monkeypatch, q, k, head_by_head=True) == ['_by_tile']
     monkeypatch.setattr(kernel, 'onednn_linear', lambda: None)
-    assert taken_path(monkeypatch, q, k, onednn_min_scores=1) == ['_by_tile']
+    assert taken_path(monkeypatch, q, k, head_by_head=True) == ['_by_tile']
 
 
-def test_default_thresholds_are_the_swept_ones():
-    assert (kernel.TILE_BYTES, kernel.ONEDNN_MIN_SCORES) == (16 << 20, 300 * 300)
-    signature = inspect.signature(softmax_with_head_mean).parameters
-    assert (signature['tile_bytes'].default, signature['onednn_min_scores'].default) == (16 << 20, 300 * 300)
+@needs_onednn
+@pytest.mark.parametrize('slower', ['_by_head', '_by_tile'])
+def test_the_cpu_path_is_the_one_measured_faster_here_once_per_shape_and_thread_count(monkeypatch, slower):
+    """Each path is timed on the inputs' first images (as many as threads); the faster is kept per shape."""
+    monkeypatch.setattr(kernel, '_head_by_head_faster', {})
+    timed_images, clock = [], [0.0]
+
+    def timed(name, real):
+        def path(q, k, v, *args):
+            timed_images.append((name, q.shape[0]))
+            clock[0] += 2.0 if name == slower else 1.0  # seconds on a fake clock
+            return real(q, k, v, *args)
+        return path
+
+    for name in ('_by_head', '_by_tile'):
+        monkeypatch.setattr(kernel, name, timed(name, getattr(kernel, name)))
+    monkeypatch.setattr(kernel.time, 'perf_counter', lambda: clock[0])
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
+    q, k, v = qkv(nq=5, nk=9)
+    out, weights = softmax_with_head_mean(q, k, v)
+    faster = '_by_tile' if slower == '_by_head' else '_by_head'
+    runs = kernel.CALIBRATION_RUNS
+    assert timed_images == [('_by_head', 2)] * runs + [('_by_tile', 2)] * runs + [(faster, 2)]
+    want_out, want_probs = explicit_attention(q, k, v)
+    torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights, want_probs.mean(1), rtol=1e-5, atol=1e-6)
+    timed_images.clear()
+    softmax_with_head_mean(*qkv(nq=5, nk=9, seed=1))  # the same shape: measured already
+    assert timed_images == [(faster, 2)]
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)  # another thread count: measured again, on one image
+    softmax_with_head_mean(q, k, v)
+    assert timed_images[1:] == [('_by_head', 1)] * runs + [('_by_tile', 1)] * runs + [(faster, 2)]
 
 
 @needs_onednn
@@ -88,7 +116,7 @@ def test_default_thresholds_are_the_swept_ones():
 def test_head_by_head_path_matches_explicit_formula(monkeypatch, tile_rows):
     q, k, v = qkv(nq=5, nk=9)
     want_out, want_probs = explicit_attention(q, k, v)
-    thresholds = dict(onednn_min_scores=1, tile_bytes=tile_rows * 9 * 4)
+    thresholds = dict(head_by_head=True, tile_bytes=tile_rows * 9 * 4)
     assert taken_path(monkeypatch, q, k, **thresholds) == ['_by_head']
     out, weights = softmax_with_head_mean(q, k, v, **thresholds)
     torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
@@ -99,8 +127,8 @@ def test_head_by_head_path_matches_explicit_formula(monkeypatch, tile_rows):
     assert out.transpose(1, 2).is_contiguous()  # merging the heads is a view
 
 
-@pytest.mark.parametrize('min_scores', [1, 1 << 62])  # head by head (where oneDNN is), one tile
-def test_attention_dropout_drops_from_the_output_not_from_the_map(monkeypatch, min_scores):
+@pytest.mark.parametrize('head_by_head', [True, False])  # head by head (where oneDNN is), one tile
+def test_attention_dropout_drops_from_the_output_not_from_the_map(monkeypatch, head_by_head):
     """Output = (P ⊙ M / (1 - p)) v with the mask M that dropout drew; the map is the mean of P itself."""
     q, k, v = qkv()
     dropped, real_dropout = [], torch.nn.functional.dropout
@@ -111,7 +139,7 @@ def test_attention_dropout_drops_from_the_output_not_from_the_map(monkeypatch, m
 
     monkeypatch.setattr(torch.nn.functional, 'dropout', recording)
     want_out, want_probs = explicit_attention(q, k, v)
-    out, weights = softmax_with_head_mean(q, k, v, dropout_p=0.5, onednn_min_scores=min_scores)
+    out, weights = softmax_with_head_mean(q, k, v, dropout_p=0.5, head_by_head=head_by_head)
     dropped = torch.stack(dropped).reshape(want_probs.shape)  # one call per image and head, or one for all
     kept = dropped != 0
     assert 0.3 < kept.float().mean() < 0.7
@@ -132,7 +160,7 @@ def test_onednn_probe_leaves_the_random_stream_alone():
 def test_float64_stays_float64():
     q, k, v = (t.double() for t in qkv())
     want_out, want_probs = explicit_attention(q, k, v)
-    out, weights = softmax_with_head_mean(q, k, v, onednn_min_scores=1)
+    out, weights = softmax_with_head_mean(q, k, v, head_by_head=True)
     assert out.dtype == weights.dtype == torch.float64
     torch.testing.assert_close(out, want_out.double(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(weights, want_probs.double().mean(1), rtol=1e-12, atol=1e-12)
@@ -144,7 +172,7 @@ def test_tiles_of_two_images_with_a_last_tile_of_one(monkeypatch):
     two_images = 2 * 3 * 5 * 9 * 4  # two images of 3 heads x 5 rows x 9 keys
     assert list(kernel.tiles(q, 9, two_images)) == [(slice(0, 2), slice(None)), (slice(2, 4), slice(None))]
     want_out, want_probs = explicit_attention(q, k, v)
-    out, weights = softmax_with_head_mean(q, k, v, tile_bytes=two_images, onednn_min_scores=1 << 62)
+    out, weights = softmax_with_head_mean(q, k, v, tile_bytes=two_images, head_by_head=False)
     torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights, want_probs.mean(1), rtol=1e-5, atol=1e-6)
 
@@ -183,5 +211,5 @@ def test_the_tile_size_given_is_the_one_the_tiles_are_cut_by(monkeypatch):
     kernel_tiles = kernel.tiles
     monkeypatch.setattr(kernel, 'tiles', recording_tiles)
     q, k, v = (torch.randn(2, 2, 9, 4) for _ in range(3))
-    kernel.softmax_with_head_mean(q, k, v, tile_bytes=2 * 9 * 4 * 3, onednn_min_scores=1 << 62)
+    kernel.softmax_with_head_mean(q, k, v, tile_bytes=2 * 9 * 4 * 3, head_by_head=False)
     assert seen == [2 * 9 * 4 * 3]

@@ -53,8 +53,9 @@ def test_option_defaults_are_the_arguments_after_vit():
 
 
 @pytest.mark.parametrize('train', [False, True])
-def test_every_rollout_map_comes_from_the_models_softmax_attribute(train):
-    """A kernel set on the model (as benchmarks do) computes each map the rollout reads, in both modes."""
+def test_the_models_softmax_attribute_computes_the_whole_maps_on_cpu_without_autograd_only(train):
+    """A kernel set on the model (as benchmarks do) computes each whole map of an eval forward on CPU; None, or
+    training, defers them all (the rollout computes them from queries and keys, as off CPU)."""
     model = DCALViT(make_tiny_vit()).train(train)
     default, query_rows = model.softmax_with_head_mean, []
 
@@ -62,9 +63,13 @@ def test_every_rollout_map_comes_from_the_models_softmax_attribute(train):
         query_rows.append(q.shape[2])
         return default(q, *args, **kwargs)
 
-    model.softmax_with_head_mean = counting_softmax
-    with torch.set_grad_enabled(train):
-        model(torch.randn(2, 3, 64, 64))
-    # one map per rollout block (all of them: GLCA sits beside the last), only the class row of the last;
-    # training reads the maps when the rollout's chain reaches them, from the last block back
-    assert sorted(query_rows) == [1] + [17] * (len(model.vit.blocks) - 1)
+    for softmax, want in ((counting_softmax, [] if train else [17] * (len(model.vit.blocks) - 1)), (None, [])):
+        model.softmax_with_head_mean = softmax
+        query_rows.clear()
+        with torch.set_grad_enabled(train):
+            out = model(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+        # GLCA sits beside the last block: its class row is never a whole map
+        assert query_rows == want
+        if softmax is None:
+            assert torch.equal(out.local_query_index, shared.local_query_index)
+        shared = out

@@ -33,20 +33,22 @@ def test_bf16_eval_selects_the_float32_local_queries_and_sa_is_timms_bf16_forwar
     assert (half.glca_logits.float() - full.glca_logits).abs().max() <= 4 * sa_error  # of the order of timm's own
 
 
-def test_bf16_maps_and_rollout_are_float32():
-    from dcal_plugin.core import attention_map_kernel
+def test_bf16_maps_and_rollout_are_float32(monkeypatch):
+    from dcal_plugin.core import deferred_map
 
     model = DCALViT(make_tiny_vit()).eval()
-    dtypes = []
+    dtypes, chunks = [], deferred_map._chunks
 
-    def recording_softmax(q, k, *args, **kwargs):
-        dtypes.append((q.dtype, k.dtype, torch.is_autocast_enabled('cpu')))
-        return attention_map_kernel.softmax_with_head_mean(q, k, *args, **kwargs)
+    def recording_chunks(q, k, chunk_bytes):
+        for images, rows, probabilities in chunks(q, k, chunk_bytes):
+            dtypes.append((q.dtype, probabilities.dtype, torch.is_autocast_enabled('cpu')))
+            yield images, rows, probabilities
 
-    model.softmax_with_head_mean = recording_softmax
+    monkeypatch.setattr(deferred_map, '_chunks', recording_chunks)
     with torch.no_grad(), bf16():
         model(torch.randn(2, 3, 64, 64))
-    assert dtypes == [(torch.float32, torch.float32, False)] * len(model.vit.blocks)
+    # queries and keys recomputed in bfloat16 as the forward computes them, the probabilities in float32
+    assert dtypes == [(torch.bfloat16, torch.float32, False)] * len(model.vit.blocks)
 
 
 def test_bf16_train_step_runs_with_finite_gradients_close_to_float32():
