@@ -51,9 +51,10 @@ def attend_with_map(
     (:mod:`~dcal_plugin.core.deferred_map`): the rollout reads it a chunk of rows at a time, in
     float32, and no ``[B, H, N, N]`` or ``[B, N, N]`` tensor is made. A class row is deferred as
     views of its queries and keys (the rollout reads it right after this block, so they hold
-    nothing across blocks); whole maps as ``recompute``, which recomputes the queries and keys
-    from the tokens entering the block, tokens that autograd or activation checkpointing keeps
-    anyway (keeping ``q, k`` would keep the block's whole ``qkv`` output alive under checkpointing).
+    nothing across blocks); whole maps as ``recompute``, which gives the queries and keys: kept
+    where autograd keeps them for the backward anyway (training without checkpointing), else
+    recomputed from the tokens entering the block, which activation checkpointing keeps anyway
+    (keeping ``q, k`` would keep the block's whole ``qkv`` output alive under checkpointing).
     """
     if rows is MapRows.ALL and softmax is not None and shares_softmax(q, k, v):
         return softmax(q, k, v, dropout_p)

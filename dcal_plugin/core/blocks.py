@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .attention import (
     AttentionMap, MapRows, SoftmaxWithHeadMean, attend, attend_with_map, attention_dropout, merge_heads, project_kv,
-    project_q, project_qk, project_qkv)
+    project_q, project_qk, project_qkv, records_gradient)
 from .attention_map_kernel import softmax_with_head_mean
 
 
@@ -23,6 +23,7 @@ def self_and_pair_attention_block(
         map_rows: Optional[MapRows] = None,
         partner_gradient: bool = True,
         softmax: Optional[SoftmaxWithHeadMean] = softmax_with_head_mean,
+        keep_queries_and_keys: bool = False,
 ) -> Tuple[Tensor, Optional[AttentionMap]]:
     """One block on the SA stream ``[B, N, C]``, or on ``[SA; PWCA]`` stacked ``[2B, N, C]`` when ``partner`` is given.
 
@@ -31,7 +32,9 @@ def self_and_pair_attention_block(
     with the block's weights shared. Returns the new stream and, when ``map_rows`` is given, the
     SA rows' head-averaged attention map as :func:`~dcal_plugin.core.attention.attend_with_map`
     gives it (``softmax`` computes it, or a deferred map recomputes the SA rows' queries and keys
-    from ``x``). Without ``partner_gradient`` the partner's keys/values are detached, so the PWCA
+    from ``x``; with ``keep_queries_and_keys``, while autograd records, it keeps them instead: the
+    attention's backward saves them anyway, so they cost no memory and no recomputation, unless the
+    block is checkpointed). Without ``partner_gradient`` the partner's keys/values are detached, so the PWCA
     rows send no gradient into the partner's SA stream.
     """
     q, k, v = project_qkv(block.attn, block.norm1(x))
@@ -41,7 +44,11 @@ def self_and_pair_attention_block(
     if map_rows is None:
         out, attention_map = attend(q_sa, k_sa, v_sa, dropout_p), None
     else:
-        recompute = functools.partial(self_attention_queries_and_keys, block, x[:num_sa].detach())
+        if keep_queries_and_keys and records_gradient(q_sa, k_sa):
+            saved = q_sa.detach(), k_sa.detach()
+            recompute = lambda: saved  # noqa: E731
+        else:
+            recompute = functools.partial(self_attention_queries_and_keys, block, x[:num_sa].detach())
         out, attention_map = attend_with_map(q_sa, k_sa, v_sa, dropout_p, map_rows, recompute, softmax)
     out = merge_heads(block.attn, out)
     if partner is not None:

@@ -222,7 +222,8 @@ class DCALViT(nn.Module):
                 glca_input = plan.split(stream)[0] if index == plan.glca_block else None  # the tokens entering it
                 stream, attention_map = self._checkpointed(
                     self_and_pair_attention_block, block, stream, partner=plan.partner, map_rows=plan.map_rows(index),
-                    partner_gradient=self.pwca_partner_gradient, softmax=self.softmax_with_head_mean)
+                    partner_gradient=self.pwca_partner_gradient, softmax=self.softmax_with_head_mean,
+                    keep_queries_and_keys=not self.grad_checkpointing)
                 if attention_map is not None:
                     maps.append(attention_map)
                 if glca_input is not None:

@@ -146,3 +146,18 @@ def test_bf16_deit_small_selects_float32s_top_r_without_a_whole_map():
     assert (4, 6, 197, 197) not in created.shapes and (4, 197, 197) not in created.shapes
     shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(half, full))
     assert shared >= 0.99 * full.numel()
+
+
+@pytest.mark.parametrize('checkpointing', [False, True])
+def test_training_recomputes_queries_and_keys_only_under_checkpointing(checkpointing):
+    """Without checkpointing the attention's backward keeps every block's q, k anyway: the rollout reads those (each
+    block's ``norm1`` runs once per forward); under checkpointing it recomputes them from the tokens entering each
+    block whose whole map it needs (those before GLCA's source block: ``norm1`` twice)."""
+    model = DCALViT(make_tiny_vit(), local_query_ratio=0.25, grad_checkpointing=checkpointing).train()
+    calls = []
+    for block in model.vit.blocks:
+        block.norm1.register_forward_hook(lambda module, args, out: calls.append(module))
+    model(images(batch=2), torch.tensor([1, 0]))
+    per_block = [sum(call is block.norm1 for call in calls) for block in model.vit.blocks]
+    whole_maps = len(model.vit.blocks) - 1  # the last block's class row is read from views right after it
+    assert per_block == [2 if checkpointing else 1] * whole_maps + [1], per_block
