@@ -69,13 +69,19 @@ def chunk_bytes_on(device: torch.device) -> int:
 def _chunks(q: Tensor, k: Tensor, chunk_bytes: Optional[int]) -> Iterator[Tuple[slice, slice, Tensor]]:
     """``(images, query rows, softmax(q kᵀ/√D) [b, H, c, Nk])`` in float32 over ``q [B, H, Nq, D]``; autocast must be off.
 
-    A chunk holds as many whole images as ``chunk_bytes`` allows, or rows of one image. Half-precision
+    A chunk holds as many whole images as ``chunk_bytes`` allows, or rows of one image; traced, rows
+    of every image, so that the graph keeps the batch size free. Half-precision
     queries and keys are taken to float32 first, so the probabilities (and the rollout's top-R)
     do not rest on half-precision scores.
     """
     batch, heads, queries, head_dim = q.shape
     keys_t = k.float().transpose(-2, -1)
     rows = max(1, (chunk_bytes or chunk_bytes_on(q.device)) // (heads * k.shape[2] * 4))
+    if torch.compiler.is_compiling():  # traced (torch.compile, the ONNX export): rows of every image, batch size free
+        for start in range(0, queries, rows):
+            chunk = slice(start, start + rows)
+            yield slice(None), chunk, torch.softmax(torch.matmul(q[:, :, chunk].float() * head_dim ** -0.5, keys_t), -1)
+        return
     step, rows = (rows // queries, queries) if rows >= queries else (1, rows)
     for image in range(0, batch, step):
         for start in range(0, queries, rows):
