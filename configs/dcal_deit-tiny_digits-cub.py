@@ -29,7 +29,7 @@ optim_wrapper = dict(optimizer=dict(lr=5e-4 * 40))  # then x 16 / 512 (auto_scal
 
 # the paper's pipeline at 48/448 of its size: resize to 59 (550), random crop 48 (448), flip; centre crop at test
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='DCALLoadImageFromFile'),
     dict(type='Resize', scale=(59, 59)),
     dict(type='RandomCrop', crop_size=48),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -58,6 +58,7 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=2))
 custom_hooks = [
+    dict(type='WorkDirLockHook'),
     dict(type='DatasetCheckHook'),
     dict(type='EpochSeedHook'),
     dict(type='NonFiniteLossHook'),

@@ -5,8 +5,8 @@
 Keeps ``state_dict`` and ``meta`` (config, dataset classes; as plain data), drops the optimizer, the
 schedulers and the message hub, and appends the first 8 hex digits of the file's SHA-256. The input
 is read with ``weights_only=True``; a checkpoint written before dcal-plugin stored plain data
-(``HistoryBuffer`` inside) needs ``--trust-pickle``, which unpickles it fully: only for files your own
-runs wrote.
+(``HistoryBuffer`` inside) needs ``--trust-pickle``, which unpickles it fully and so runs any code the
+file holds: only for files your own runs wrote with an older dcal-plugin, never for a file from elsewhere.
 """
 import argparse
 import hashlib
@@ -42,7 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('in_file', help='a checkpoint of tools/train.py')
     parser.add_argument('out_file', help='output name; the hash is appended before .pth')
     parser.add_argument('--trust-pickle', action='store_true',
-                        help='unpickle the input fully (checkpoints written before they were plain data; own files only)')
+                        help='unpickle the input fully, which RUNS ANY CODE THE FILE HOLDS: only for checkpoints your own '
+                             'runs wrote with an older dcal-plugin, never for a file from elsewhere')
     args = parser.parse_args(argv)
     print(publish(args.in_file, args.out_file, args.trust_pickle))
 

@@ -11,7 +11,7 @@ from mmengine.config import Config, DictAction
 from mmengine.dist import get_rank
 from train import build_runner, use_gloo_without_cuda
 
-from dcal_plugin.mmpretrain.runner import old_checkpoint_help
+from dcal_plugin.mmpretrain.runner import check_trained_checkpoint, old_checkpoint_help
 from dcal_plugin.precision import add_precision_argument, run_in_precision
 
 
@@ -47,6 +47,7 @@ def main() -> None:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     runner = build_runner(cfg)
+    check_trained_checkpoint(runner.model, args.checkpoint)  # mmengine would only warn, and score random weights
     with old_checkpoint_help(args.checkpoint), run_in_precision(runner.model, args.precision):
         metrics = runner.test()
     if metrics and get_rank() == 0:

@@ -4,7 +4,7 @@
         model.checkpoint checkpoints/deit_tiny_patch16_224.fb_in1k.pth [KEY VALUE ...]
 
 Test only: ``test.evaluate True model.load_weights LOG/model/model.pth.tar-120``.
-Resume: ``model.resume LOG/model/model.pth.tar-60``.
+Resume: ``model.resume LOG/model/model.pth.tar-60``, or ``model.resume auto`` (the latest complete checkpoint).
 Several GPUs: the model trains in ``nn.DataParallel`` over the visible GPUs (``CUDA_VISIBLE_DEVICES``), as in
 torchreid's main.py; checkpoints keep the plain model's keys.
 """

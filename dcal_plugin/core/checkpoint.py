@@ -11,12 +11,15 @@ from timm.models import load_state_dict, model_entrypoint
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from .checkpoint_file import CheckpointFileError, check_checkpoint_file, check_contents
+
 # Keyword arguments that timm's model builders bind to their module's ``checkpoint_filter_fn``.
 _FILTER_KWARGS = {'timm.models.deit': {'adapt_layer_scale': True}}
 _CLASSIFIER_KEYS = ('head.weight', 'head.bias')
 # What timm's filters and .npz reader raise on a file that does not fit the model
 _FIT_ERRORS = (RuntimeError, ValueError, IndexError, KeyError, NotImplementedError)
 _SHOWN = 5
+STATE_DICT_FILE = 'a state_dict (.pth, .safetensors) or a checkpoint dict holding one under "state_dict" or "model"'
 
 
 def checkpoint_filter(model_name: str) -> Callable[[Dict[str, Tensor], nn.Module], Dict[str, Tensor]]:
@@ -66,12 +69,29 @@ def load_timm_state_dict(model: VisionTransformer, state_dict: Dict[str, Tensor]
 
 
 def read_state_dict(checkpoint_path: str) -> Dict[str, Tensor]:
-    """The state_dict of a ``.pth``/``.safetensors`` file (or its ``model``/``state_dict``), read ``weights_only``."""
+    """The state_dict of a ``.pth``/``.safetensors`` file (or its ``model``/``state_dict``), read ``weights_only``.
+
+    A file that is not one (empty, cut short, text, a list, a dict of other things) raises
+    :class:`~dcal_plugin.core.checkpoint_file.CheckpointFileError` saying what it is.
+    """
+    check_checkpoint_file(checkpoint_path, STATE_DICT_FILE)
     try:
-        return load_state_dict(checkpoint_path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise ValueError(f'could not read {checkpoint_path} with weights_only=True (a file holding pickled '
-                         f'objects besides tensors is refused: save the state_dict alone): {error}') from error
+        state_dict = load_state_dict(checkpoint_path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:  # timm re-raises torch's refusal as a RuntimeError
+        if isinstance(error, RuntimeError) and 'weights_only' not in str(error):
+            raise
+        raise ValueError(f'{checkpoint_path} was refused by torch.load(weights_only=True): it holds objects besides '
+                         'tensors and plain data, and unpickling those could run code stored in the file; save the '
+                         f'state_dict alone (torch: {str(error).splitlines()[0]})') from error
+    except AttributeError:  # timm's reader found no dict to take the state_dict from
+        check_contents(torch.load(checkpoint_path, map_location='cpu', weights_only=True), checkpoint_path,
+                       STATE_DICT_FILE)
+        raise
+    others = [key for key, value in state_dict.items() if not isinstance(value, Tensor)]
+    if others:
+        raise CheckpointFileError(f'{checkpoint_path} holds a dict with entries that are not tensors '
+                                  f'({", ".join(map(repr, others[:5]))}); expected {STATE_DICT_FILE}')
+    return state_dict
 
 
 def check_fits(state_dict: Dict[str, Tensor], expected: Dict[str, Tensor], what: str) -> None:

@@ -3,9 +3,11 @@
 Use ``custom_imports = dict(imports=['dcal_plugin.mmpretrain'], allow_failed_imports=False)`` in a config.
 """
 from .backbone import DCALVisionTransformer
+from .checkpoint_hook import DCALCheckpointHook
 from .classifier import DCALClassifier
 from .dataset_check_hook import DatasetCheckHook, check_image_files
 from .head import DCALClsHead
+from .load_image import DCALLoadImageFromFile
 from .metrics import DCALBranchAccuracy
 from .non_finite_loss_hook import NonFiniteLossHook
 from .optim_constructor import DCALOptimWrapperConstructor
@@ -14,9 +16,11 @@ from .rollout_hook import AttentionRolloutHook, draw_rollouts
 from .runner import DCALRunner, build_trained_model
 from .seed_hook import EpochSeedHook
 from .weight_drift_hook import WeightDriftHook
+from .work_dir_lock_hook import WorkDirLockHook
 
 __all__ = [
-    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALClassifier', 'DCALClsHead', 'DCALOptimWrapperConstructor',
-    'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook', 'EpochSeedHook', 'NonFiniteLossHook',
-    'PlainCheckpointHook', 'WeightDriftHook', 'build_trained_model', 'check_image_files', 'draw_rollouts',
+    'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALCheckpointHook', 'DCALClassifier', 'DCALClsHead',
+    'DCALLoadImageFromFile', 'DCALOptimWrapperConstructor', 'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook',
+    'EpochSeedHook', 'NonFiniteLossHook', 'PlainCheckpointHook', 'WeightDriftHook', 'WorkDirLockHook',
+    'build_trained_model', 'check_image_files', 'draw_rollouts',
 ]

@@ -12,10 +12,14 @@ import uuid
 from typing import Iterator, Optional, Sequence, Tuple
 
 from mmengine.config import Config
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmpretrain.registry import MODELS
 from torch import nn
+
+from ..core.checkpoint import check_fits
+from ..core.checkpoint_file import load_checkpoint_file
 
 
 @contextlib.contextmanager
@@ -25,9 +29,12 @@ def old_checkpoint_help(path: str) -> Iterator[None]:
         yield
     except pickle.UnpicklingError as error:
         raise ValueError(
-            f'{path} holds objects that torch.load(weights_only=True) refuses; it was written before dcal-plugin '
-            'stored checkpoints as plain data. If your own run wrote it, convert it once: python '
-            f'tools/publish_model.py --trust-pickle {path} OUT.pth (torch: {str(error).splitlines()[0]})') from error
+            f'{path} was refused: it holds objects besides tensors and plain data, which torch.load(weights_only=True) '
+            'does not read because unpickling them can run code stored in the file. A checkpoint written by '
+            'dcal-plugin before its checkpoints were plain data looks like this. Only if your own run wrote this '
+            'file, convert it once: python tools/publish_model.py --trust-pickle '
+            f'{path} OUT.pth; --trust-pickle RUNS THE CODE THE FILE HOLDS: never use it on a file from anyone else '
+            f'(torch: {str(error).splitlines()[0]})') from error
 
 
 @RUNNERS.register_module()
@@ -62,3 +69,13 @@ def build_trained_model(cfg: Config, checkpoint: str,
     with old_checkpoint_help(str(checkpoint)):
         loaded = load_checkpoint(model, str(checkpoint), map_location='cpu', strict=strict)
     return model.eval(), loaded.get('meta', {}).get('dataset_meta', {}).get('classes')
+
+
+def check_trained_checkpoint(model: nn.Module, checkpoint: str) -> None:
+    """Raise ``ValueError`` naming what differs unless ``checkpoint`` holds weights of exactly ``model`` (all keys and shapes)."""
+    with old_checkpoint_help(str(checkpoint)):
+        loaded = load_checkpoint_file(str(checkpoint), 'a checkpoint of this config\'s model (tools/train.py, '
+                                      'tools/publish_model.py)', ('state_dict',))
+    plain = model.module if is_model_wrapper(model) else model
+    check_fits(loaded['state_dict'], plain.state_dict(),
+               f'{checkpoint} does not hold the weights of this config\'s model {type(plain).__name__}')

@@ -1,17 +1,13 @@
 """``EpochSeedHook``: reseed every epoch so that a resumed run repeats the uninterrupted one exactly."""
-import random
-
-import numpy as np
-import torch
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
-_EPOCH_STRIDE = 1_000_003
+from ..seeding import seed_epoch
 
 
 @HOOKS.register_module()
 class EpochSeedHook(Hook):
-    """Seed ``random``, NumPy and torch with ``runner.seed + epoch · 1000003`` before each training epoch.
+    """Seed ``random``, NumPy and torch from ``(runner.seed, epoch)`` before each training epoch (:func:`seed_epoch`).
 
     mmengine restores the run's seed on resume but not the random streams consumed by earlier
     epochs, so augmentation, drop-path and DCAL's PWCA partners would differ after a resume.
@@ -24,7 +20,4 @@ class EpochSeedHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         """Reseed the three generators for the coming epoch."""
-        seed = (runner.seed + runner.epoch * _EPOCH_STRIDE) % 2 ** 32
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_epoch(runner.seed, runner.epoch)

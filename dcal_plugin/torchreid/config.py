@@ -23,7 +23,9 @@ def get_default_config() -> CfgNode:
     cfg.model.checkpoint = ''  # local timm weights for the backbone (e.g. ImageNet); '' trains from scratch
     cfg.model.pretrained = False  # True: timm's weights of the paper's tag, through timm's hub (instead of checkpoint)
     cfg.model.load_weights = ''  # torchreid checkpoint whose matching tensors are loaded (e.g. for test.evaluate)
-    cfg.model.resume = ''  # torchreid checkpoint to resume training from (model, optimizer, scheduler, epoch)
+    # torchreid checkpoint to resume training from (model, optimizer, scheduler, epoch); 'auto': the latest complete
+    # one in data.save_dir/model (none there: start afresh)
+    cfg.model.resume = ''
     # Every option of the core DCALViT by its name (its docstring says what each does), the Re-ID R.
     for name, default in DCALViT.option_defaults().items():
         cfg.model[name] = default
@@ -192,6 +194,7 @@ def engine_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'use_gpu': cfg.use_gpu,
         'label_smooth': cfg.loss.softmax.label_smooth,
         'amp_dtype': cfg.train.amp or None,
+        'seed': cfg.train.seed,
     }
 
 

@@ -1,12 +1,18 @@
 """DCALEngine: torchreid's triplet engine with DCAL's three branches, TransReID's losses, uncertainty weighting (METHOD §5)."""
+import contextlib
+import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torchreid
 from torch import Tensor, nn
 
-from dcal_plugin.core import BRANCHES, check_finite
+from dcal_plugin.core import BRANCHES, check_finite, check_finite_state
 
+from ..seeding import seed_epoch
+from ..work_dir_lock import WorkDirLock
+from .checkpoint import save_checkpoint
+from .images import check_datamanager_images, images_read_or_named
 from .losses import SoftMarginTripletLoss
 from .meters import DeviceMeters
 from .model import DCALReID
@@ -61,7 +67,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
 
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer,
                  margin: Optional[float] = None, weight_t: float = 1.0, weight_x: float = 1.0, scheduler=None,
-                 use_gpu: bool = True, label_smooth: bool = False, amp_dtype: Optional[str] = None) -> None:
+                 use_gpu: bool = True, label_smooth: bool = False, amp_dtype: Optional[str] = None,
+                 seed: Optional[int] = None) -> None:
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(f'amp_dtype must be one of {AMP_DTYPES}, got {amp_dtype!r}')
         dcal_reid = unwrap(model)
@@ -87,14 +94,37 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         self.grad_scaler = torch.amp.GradScaler(device_type) if amp_dtype == 'float16' else None
         self.meters = DeviceMeters()
         self.print_freq = 1  # train() sets torchreid's; a step called on its own returns its meters
+        self.seed = seed
 
     @property
     def dcal_reid(self) -> DCALReID:
         """The :class:`DCALReID` that ``self.model`` is or wraps (``nn.DataParallel``, ``DistributedDataParallel``)."""
         return unwrap(self.model)
 
+    def run(self, *args, **kwargs) -> None:
+        """torchreid's ``run`` (same arguments), with the save dir locked and the images checked first.
+
+        One run per ``save_dir`` (:class:`~dcal_plugin.work_dir_lock.WorkDirLock`, held by the main
+        process); before the first step every image of the train, query and gallery sets is checked
+        (``check_images``), and during the run an image that cannot be read raises an error naming
+        it (torchreid's reader would retry it forever).
+        """
+        save_dir = kwargs.get('save_dir', args[0] if args else 'log')
+        test_only = kwargs.get('test_only', False)
+        main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        lock = WorkDirLock(save_dir) if main_process and not test_only else contextlib.nullcontext()
+        with lock, images_read_or_named():
+            if not test_only:
+                check_datamanager_images(self.datamanager)
+            super().run(*args, **kwargs)
+
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers: Optional[List[str]] = None) -> None:
-        """torchreid's epoch; the meters are read from the device every ``print_freq`` steps and at the epoch's end."""
+        """torchreid's epoch, seeded from ``(seed, epoch)`` if a seed was given (a resumed run repeats the uninterrupted one).
+
+        The meters are read from the device every ``print_freq`` steps and at the epoch's end.
+        """
+        if self.seed is not None:
+            seed_epoch(self.seed, self.epoch)
         self.print_freq = print_freq
         try:
             super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
@@ -146,25 +176,37 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         return values
 
     def read_meters(self) -> Dict[str, float]:
-        """The meters' means since the last read (one wait for the device).
+        """The meters' means since the last read (one wait for the device), after checking the state.
 
         Raises ``NonFiniteLossError`` naming the epoch, the first iteration and the branch if a loss or
-        weight was NaN or infinite since the last read. torchreid writes checkpoints only between
-        epochs and the epoch's last step reads the meters, so no checkpoint of diverged weights is written.
+        weight was NaN or infinite since the last read, and ``NonFiniteStateError`` naming the tensor if
+        a weight, buffer or optimizer state is not finite now (:func:`~dcal_plugin.core.check_finite_state`).
+        torchreid writes checkpoints only between epochs and the epoch's last step reads the meters
+        (and :meth:`save_model` checks again), so no checkpoint of a diverged state is written.
         """
         means, non_finite = self.meters.read()
         if non_finite is not None:
             step, values = non_finite
             check_finite(describe_meters(values), f'epoch {self.epoch + 1}, iteration {step + 1}')
+        check_finite_state(self.dcal_reid, self.optimizer, f'epoch {self.epoch + 1}, iteration {self.batch_idx + 1}')
         return means
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
-        """torchreid's checkpoint, with ``rank1`` a Python float (torchreid passes a NumPy scalar).
+        """torchreid's checkpoint ``save_dir/model/model.pth.tar-{epoch + 1}``, written atomically, of a finite state.
 
-        So the file is plain data: torchreid's own ``load_pretrained_weights``,
-        ``resume_from_checkpoint`` and ``FeatureExtractor`` read it with ``weights_only=True``.
+        The keys are torchreid's (``state_dict``, ``epoch``, ``rank1``, ``optimizer``, ``scheduler``;
+        plus ``grad_scaler`` under float16), ``rank1`` a Python float (torchreid passes a NumPy
+        scalar), so the file is plain data that torchreid's own ``load_pretrained_weights``,
+        ``resume_from_checkpoint`` and ``FeatureExtractor`` read with ``weights_only=True``. The file,
+        the best's copy and ``last_checkpoint`` are each written whole or not at all
+        (:func:`~dcal_plugin.torchreid.checkpoint.save_checkpoint`).
         """
-        super().save_model(epoch, float(rank1), save_dir, is_best=is_best)
+        check_finite_state(self.dcal_reid, self.optimizer, f'the checkpoint of epoch {epoch + 1}')
+        state = dict(state_dict=self.dcal_reid.state_dict(), epoch=epoch + 1, rank1=float(rank1),
+                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+        if self.grad_scaler is not None:
+            state['grad_scaler'] = self.grad_scaler.state_dict()
+        save_checkpoint(state, osp.join(save_dir, 'model'), is_best=is_best)
 
     def branch_loss(self, feature: Tensor, logits: Tensor, pids: Tensor) -> Tensor:
         """``weight_x·CE(logits [B, K]) + weight_t·triplet(feature [B, C])`` for one branch (scalar)."""

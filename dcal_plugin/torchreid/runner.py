@@ -1,4 +1,5 @@
 """One Re-ID run from a config, as torchreid's ``scripts/main.py`` does it: data, model, optimizer, engine, test."""
+import os.path as osp
 from typing import Dict
 
 import torch
@@ -6,13 +7,15 @@ import torchreid
 from torch import nn
 from yacs.config import CfgNode
 
-from .checkpoint import load_weights, resume_from_checkpoint
+from .checkpoint import latest_checkpoint, load_weights, resume_from_checkpoint
 from .config import engine_kwargs, engine_run_kwargs, imagedata_kwargs, model_kwargs, optimizer_kwargs, scheduler_kwargs
 from .engine import DCALEngine
 from .evaluation import RankResult, chance_level, check_evaluable, evaluate_branches, format_results
 from .model import DCALReID, build_dcal_reid
 from .optim import build_optimizer, build_scheduler
 from .transforms import TRANSREID, use_transreid_train_transform
+
+AUTO = 'auto'  # model.resume: the latest complete checkpoint of data.save_dir
 
 
 def build_datamanager(cfg: CfgNode) -> torchreid.data.ImageDataManager:
@@ -58,11 +61,14 @@ def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:
 
 
 def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
-    """Train (unless ``test.evaluate``; from ``model.resume`` if given) and test; print and return SA/GLCA/SA+GLCA results."""
+    """Train (unless ``test.evaluate``; from ``model.resume`` if given, or 'auto') and test; print and return the results."""
     engine = build_engine(cfg)
     start_epoch = cfg.train.start_epoch
-    if cfg.model.resume:
-        start_epoch = resume_from_checkpoint(cfg.model.resume, engine.dcal_reid, engine.optimizer, engine.scheduler)
+    resume = latest_checkpoint(osp.join(cfg.data.save_dir, 'model')) if cfg.model.resume == AUTO else cfg.model.resume
+    if resume:
+        print(f'Resuming from {resume}')
+        start_epoch = resume_from_checkpoint(resume, engine.dcal_reid, engine.optimizer, engine.scheduler,
+                                             engine.grad_scaler)
     engine.run(**dict(engine_run_kwargs(cfg), start_epoch=start_epoch))
     results = evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature, cfg.test.use_metric_cuhk03)
     chance = {name: chance_level(splits['query'], splits['gallery'])

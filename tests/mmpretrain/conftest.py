@@ -41,7 +41,7 @@ def small_config(data_root: Path, work_dir: Path, layout: str = 'cub', max_epoch
     cfg = Config.fromfile(str(DEMO_CONFIG))
     spec = DATASETS[layout]
     cfg.model.backbone.update(img_size=32, depth=2, checkpoint_path=None)
-    cfg.train_pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomCrop', crop_size=32, padding=2),
+    cfg.train_pipeline = [dict(type='DCALLoadImageFromFile'), dict(type='RandomCrop', crop_size=32, padding=2),
                           dict(type='PackInputs')]
     cfg.test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 32)), dict(type='PackInputs')]
     for loader, split, pipeline in (('train_dataloader', 'train_split', cfg.train_pipeline),

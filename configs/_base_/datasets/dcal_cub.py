@@ -3,7 +3,8 @@
 _base_ = ['mmpretrain::_base_/datasets/cub_bs8_448.py']
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='DCALLoadImageFromFile'),  # mmcv's loader whose errors name the file; the test pipeline keeps
+    # mmcv's, which mmpretrain's inferencer removes by its name
     dict(type='Resize', scale=(550, 550)),
     dict(type='RandomCrop', crop_size=448),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
