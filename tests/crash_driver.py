@@ -1,8 +1,8 @@
-"""A small training run of either toolbox that dies at a chosen moment, as a killed job dies (run by test_crash_resume.py).
+"""Small training runs of either toolbox that die at a chosen moment, as a killed job dies (the crash suites).
 
     python tests/crash_driver.py {mmpretrain,torchreid} WORK_DIR DATA_ROOT EPOCHS [--resume] [--fault KIND:AT]
 
-Faults: ``iteration:K`` kill -9 right after training iteration K (1-based, counted over the run); ``resave:E``
+Run by tests/{mmpretrain,torchreid}/test_crash_resume.py through :func:`drive`. Faults: ``iteration:K`` kill -9 right after training iteration K (1-based, counted over the run); ``resave:E``
 (mmpretrain) die halfway through re-writing ``epoch_E.pth`` after epoch E's new best; ``best:E`` (mmpretrain) die
 halfway through writing epoch E's best checkpoint; ``write:E`` (torchreid) die halfway through writing
 ``model.pth.tar-E``. Dying halfway is real: the file size limit (RLIMIT_FSIZE) is set to half the file about to be
@@ -10,13 +10,22 @@ written, and SIGXFSZ, which Python ignores, is given back its default action: th
 """
 import argparse
 import os
+import random
 import resource
 import signal
+import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)  # not tests/, whose mmpretrain/ and torchreid/ would hide the toolboxes
+EPOCHS = 3
+KILLED = (-signal.SIGKILL, -signal.SIGXFSZ)  # the return codes of a process the kernel killed
+
+
+def random_iteration(per_epoch: int) -> int:
+    """An iteration after the first epoch's checkpoint and before the run's end, drawn once (seed 24), reproducibly."""
+    return random.Random(24).randrange(per_epoch + 1, per_epoch * EPOCHS)
 
 
 def die_now() -> None:
@@ -88,6 +97,28 @@ def torchreid_run(save_dir: Path, data_root: Path, epochs: int, resume: bool, ki
     dcal_torchreid.run(cfg)
 
 
+def drive(toolbox: str, work_dir: Path, data_root: Path, *options: str) -> Tuple[int, str]:
+    """Run this script in a fresh process (one thread); its return code (negative: the signal that killed it) and output."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, __file__, toolbox, str(work_dir), str(data_root), str(EPOCHS), *options],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def final_weights(path: Path) -> Dict[str, 'torch.Tensor']:
+    """The state_dict of a checkpoint of either toolbox."""
+    import torch
+    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+
+
+def assert_same_weights(got: Dict, want: Dict) -> None:
+    """Every tensor equal, bit for bit."""
+    import torch
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('toolbox', choices=['mmpretrain', 'torchreid'])
@@ -103,4 +134,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    sys.path[0] = str(REPO)  # not tests/, whose mmpretrain/ and torchreid/ would hide the toolboxes
     main()
