@@ -78,8 +78,9 @@ def localization_scores(model, samples: List[dict], inside: List[np.ndarray]) ->
         batch = model.data_preprocessor({'inputs': [s['inputs'] for s in chunk],
                                          'data_samples': [s['data_samples'] for s in chunk]}, False)
         maps = dcal.attention_maps(batch['inputs'])
-        rollout = class_token_rollout(maps[:dcal.glca_block_index + 1], dcal.residual_weight, rows_sum_to_one=True)
-        last = maps[-1][:, 0, 1:]
+        rollout = class_token_rollout(maps[:dcal.glca_block_index + 1], dcal.residual_weight, rows_sum_to_one=True,
+                                      num_prefix_tokens=dcal.num_prefix_tokens)
+        last = maps[-1][:, 0, dcal.num_prefix_tokens:]
         for index, mask in enumerate(inside[start:start + len(chunk)]):
             shares['rollout'].append(top_share_inside(rollout[index], mask, count))
             shares['last-layer attention'].append(top_share_inside(last[index], mask, count))

@@ -5,12 +5,13 @@ from .dcal_vit import DCALViT
 from .finite_state import NonFiniteStateError, check_finite_state
 from .losses import LOG_VAR_BOUNDS, NonFiniteLossError, UncertaintyWeightedLoss, check_finite
 from .output import BRANCHES, DCALOutput
-from .pretrained import PAPER_PRETRAINED_TAGS, REID_PRETRAINED_TAGS, SUPPORTED_MODELS, paper_pretrained_tag
+from .pretrained import (
+    BEYOND_PAPER_TAGS, PAPER_PRETRAINED_TAGS, REID_PRETRAINED_TAGS, SUPPORTED_MODELS, paper_pretrained_tag)
 from .rollout import (
     attention_rollout, class_token_rollout, num_local_queries, random_local_queries, select_local_queries)
 
 __all__ = [
-    'BRANCHES', 'DCALOutput', 'DCALViT', 'LOG_VAR_BOUNDS', 'NonFiniteLossError', 'NonFiniteStateError',
+    'BEYOND_PAPER_TAGS', 'BRANCHES', 'DCALOutput', 'DCALViT', 'LOG_VAR_BOUNDS', 'NonFiniteLossError', 'NonFiniteStateError',
     'PAPER_PRETRAINED_TAGS', 'REID_PRETRAINED_TAGS', 'SUPPORTED_MODELS', 'UncertaintyWeightedLoss', 'attend',
     'attend_with_map', 'attention_rollout', 'check_finite', 'check_finite_state', 'checkpoint_filter', 'class_token_rollout',
     'load_timm_checkpoint', 'load_timm_state_dict', 'num_local_queries', 'paper_pretrained_tag',

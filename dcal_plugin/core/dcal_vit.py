@@ -207,6 +207,20 @@ class DCALViT(nn.Module):
         """Patch grid ``(h, w)`` of the input size the model was built for."""
         return tuple(self.vit.patch_embed.grid_size)
 
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token (first), then registers or a distillation token, if any."""
+        return self.vit.num_prefix_tokens
+
+    @property
+    def patch_stride(self) -> Tuple[int, int]:
+        """Pixels per token ``(h, w)``: the patch size (times the CNN's reduction of a hybrid)."""
+        return _patch_stride(self.vit.patch_embed)
+
+    def patch_grid(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """Patch grid ``(h, w)`` of images of ``image_size`` ``(H, W)`` (any multiple of the stride, with ``dynamic_img_size``)."""
+        return image_size[0] // self.patch_stride[0], image_size[1] // self.patch_stride[1]
+
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
         """Images ``[B, 3, H, W]`` -> :class:`DCALOutput`; ``distractor_index [B]`` is each image's PWCA partner (train mode)."""
         tokens = self._embed(x)
@@ -263,7 +277,9 @@ class DCALViT(nn.Module):
     def rollout_map(self, x: Tensor) -> Tensor:
         """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for heat-maps)."""
         maps = self.attention_maps(x, self.glca_block_index + 1)
-        return class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True).reshape(x.shape[0], *self.grid_size)
+        scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True,
+                                     num_prefix_tokens=self.num_prefix_tokens)
+        return scores.reshape(x.shape[0], *self.patch_grid(tuple(x.shape[-2:])))
 
     def _embed(self, x: Tensor) -> Tensor:
         """Images ``[B, 3, H, W]`` -> tokens ``[B, N, C]`` (patch embedding, class token, position embedding).
@@ -271,12 +287,18 @@ class DCALViT(nn.Module):
         Images are cast to the patch embedding's dtype, so a model cast to bfloat16 takes the float32
         batches of mmpretrain's data preprocessor and torchreid's ``FeatureExtractor``.
         """
-        expected = tuple(self.vit.patch_embed.img_size)
-        if x.dim() != 4 or tuple(x.shape[-2:]) != expected:
+        vit = self.vit
+        expected = tuple(vit.patch_embed.img_size)
+        if vit.dynamic_img_size:
+            stride = self.patch_stride
+            if x.dim() != 4 or x.shape[-2] % stride[0] or x.shape[-1] % stride[1]:
+                raise ValueError(f'DCALViT (dynamic_img_size) expects images [B, C, H, W] with H, W multiples of '
+                                 f'{stride[0]}x{stride[1]} patches, got {tuple(x.shape)}')
+        elif x.dim() != 4 or tuple(x.shape[-2:]) != expected:
             raise ValueError(f'DCALViT expects images [B, C, {expected[0]}, {expected[1]}], got {tuple(x.shape)}; '
                              f'build the model with img_size={tuple(x.shape[-2:])} to use this size '
-                             '(a checkpoint\'s position embeddings are resized on load)')
-        vit = self.vit
+                             '(a checkpoint\'s position embeddings are resized on load), or with '
+                             'dynamic_img_size=True to take any size')
         x = x.to(vit.patch_embed.proj.weight.dtype)
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
 
@@ -287,15 +309,17 @@ class DCALViT(nn.Module):
         queries), as :func:`~dcal_plugin.core.attention.attend_with_map` gives them. The feature
         is GLCA's norm of the mean of its R outputs.
         """
+        prefix = self.num_prefix_tokens
         if self.query_selection == 'random':
             local_index = random_local_queries(
-                tokens.shape[0], tokens.shape[1] - 1, self.local_query_ratio, tokens.device)
+                tokens.shape[0], tokens.shape[1] - prefix, self.local_query_ratio, tokens.device)
         else:
             with torch.profiler.record_function(ROLLOUT_LABEL):
-                scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True)
+                scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True,
+                                             num_prefix_tokens=prefix)
                 local_index = select_local_queries(scores, self.local_query_ratio)
         out = self._checkpointed(global_local_cross_attention_block, self.glca_block, tokens,
-                                 local_index + 1)  # token 0: class token
+                                 local_index + prefix)  # patches only: never the class token, registers or others
         feature = self.glca_norm(out.mean(dim=1))
         return feature, self._classify(self.glca_head, feature), local_index
 
@@ -306,9 +330,14 @@ class DCALViT(nn.Module):
         return block_function(*args, **kwargs)
 
     def _sa_head(self, tokens: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """Block output ``[B, N, C]`` -> normed class token ``[B, C]`` and SA logits ``[B, K]`` (timm's own head)."""
-        feature = self.vit.forward_head(self.vit.norm(tokens), pre_logits=True)
-        return feature, self._classify(self.vit.head, feature)
+        """Block output ``[B, N, C]`` -> SA feature ``[B, C]`` and logits ``[B, K]``, by timm's own head.
+
+        The feature is the normed class token; a distilled DeiT's is the mean of its normed class and
+        distillation tokens, and its logits the mean of its two classifiers' (timm's inference).
+        """
+        normed = self.vit.norm(tokens)
+        feature = self.vit.forward_head(normed, pre_logits=True)
+        return feature, (self.vit.forward_head(normed) if self.vit.num_classes > 0 else None)
 
     def _classify(self, head: nn.Module, feature: Tensor) -> Optional[Tensor]:
         """Logits ``[B, K]`` of a classifier, or None when the model has no classes."""
@@ -354,9 +383,10 @@ def _check_backbone(vit: nn.Module) -> None:
     """Raise a clear error for a timm model DCAL cannot run on."""
     if not isinstance(vit, VisionTransformer):
         raise ValueError(f'DCAL needs a timm VisionTransformer (ViT, DeiT, R50+ViT hybrid), got {type(vit).__name__}')
-    if vit.cls_token is None or vit.num_prefix_tokens != 1 or vit.global_pool != 'token':
-        raise ValueError('DCAL needs exactly one class token and token pooling '
-                         f'(num_prefix_tokens={vit.num_prefix_tokens}, global_pool={vit.global_pool!r})')
+    if vit.cls_token is None or vit.global_pool != 'token':
+        raise ValueError('DCAL needs a class token and token pooling (the class token first, registers or a '
+                         f'distillation token may follow): cls_token={vit.cls_token is not None}, '
+                         f'global_pool={vit.global_pool!r}')
     if not isinstance(vit.fc_norm, nn.Identity) or vit.attn_pool is not None:
         raise ValueError('DCAL classifies the normed class token: models with fc_norm or attention pooling are not supported')
     img_size, stride = tuple(vit.patch_embed.img_size), _patch_stride(vit.patch_embed)

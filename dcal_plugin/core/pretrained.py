@@ -14,12 +14,27 @@ PAPER_PRETRAINED_TAGS = {
 # Re-ID: TransReID's ViT-B/16 file jx_vit_base_p16_224-80ecf9dd.pth is timm's orig_in21k_ft_in1k; the rest as FGVC
 # (the paper has no R50-ViT Re-ID row: that backbone's Re-ID tag is ours)
 REID_PRETRAINED_TAGS = dict(PAPER_PRETRAINED_TAGS, vit_base_patch16_224='orig_in21k_ft_in1k')
-_TAGS_BY_TASK = {'fgvc': PAPER_PRETRAINED_TAGS, 'reid': REID_PRETRAINED_TAGS}
-SUPPORTED_MODELS = tuple(PAPER_PRETRAINED_TAGS)
+# Beyond the paper, for both tasks: the ViTs fine-grained and Re-ID work starts from today (the paper has no row for
+# them). DINOv2 (self-supervised on LVD-142M; with 4 registers or without), CLIP ViT-B/16 (OpenAI's image tower),
+# distilled DeiT (class and distillation tokens)
+BEYOND_PAPER_TAGS = {
+    'vit_small_patch14_reg4_dinov2': 'lvd142m', 'vit_base_patch14_reg4_dinov2': 'lvd142m',
+    'vit_small_patch14_dinov2': 'lvd142m', 'vit_base_patch14_dinov2': 'lvd142m',
+    'vit_base_patch16_clip_224': 'openai',
+    'deit_tiny_distilled_patch16_224': 'fb_in1k', 'deit_small_distilled_patch16_224': 'fb_in1k',
+    'deit_base_distilled_patch16_224': 'fb_in1k',
+}
+_TAGS_BY_TASK = {'fgvc': dict(BEYOND_PAPER_TAGS, **PAPER_PRETRAINED_TAGS),
+                 'reid': dict(BEYOND_PAPER_TAGS, **REID_PRETRAINED_TAGS)}
+SUPPORTED_MODELS = tuple(PAPER_PRETRAINED_TAGS) + tuple(BEYOND_PAPER_TAGS)
 
 
 def paper_pretrained_tag(model_name: str, task: str = 'fgvc') -> Optional[str]:
-    """The timm tag of the weights the paper's ``task`` ('fgvc' or 'reid') fine-tunes ``model_name`` from, else None."""
+    """The timm tag of the weights ``task`` ('fgvc' or 'reid') fine-tunes ``model_name`` from, else None.
+
+    The paper's for its backbones (:data:`PAPER_PRETRAINED_TAGS`, :data:`REID_PRETRAINED_TAGS`),
+    ours for the others (:data:`BEYOND_PAPER_TAGS`).
+    """
     if task not in _TAGS_BY_TASK:
         raise ValueError(f'task must be one of {tuple(_TAGS_BY_TASK)}, got {task!r}')
     return _TAGS_BY_TASK[task].get(model_name)

@@ -23,8 +23,12 @@ def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5
 
 @torch.no_grad()
 def class_token_rollout(
-        attentions: Sequence[AttentionMap], residual_weight: float = 0.5, rows_sum_to_one: bool = False) -> Tensor:
-    """Row 0, columns 1..N-1 of :func:`attention_rollout`: patch scores ``[B, N-1]``, without gradient.
+        attentions: Sequence[AttentionMap], residual_weight: float = 0.5, rows_sum_to_one: bool = False,
+        num_prefix_tokens: int = 1) -> Tensor:
+    """Row 0, columns P..N-1 of :func:`attention_rollout`: patch scores ``[B, N-P]``, without gradient.
+
+    Token 0 is the class token; tokens 1..P-1 are the model's other prefix tokens (registers, a
+    distillation token): they take part in every map, and the chain, but get no score.
 
     Computed as the vector–matrix chain ``e₀ᵀ S̄_L ⋯ S̄_1`` in float32, autocast off: O(L·N²) per
     image, never an ``N×N×N`` product. Each ``S̄_l`` is applied without being formed:
@@ -47,7 +51,7 @@ def class_token_rollout(
         attention = attentions[index]
         attention = attention if callable(attention) else _head_mean(_checked_map(attention, shape))
         row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
-    return row[:, 1:]
+    return row[:, num_prefix_tokens:]
 
 
 def select_local_queries(scores: Tensor, ratio: float) -> Tensor:

@@ -11,7 +11,8 @@ from .checkpoint import load_pretrained
 
 # mmpretrain VisionTransformer options that select per-block outputs, which DCAL does not give
 _PER_BLOCK_OPTIONS = ('out_indices', 'out_type')
-_EMBEDDING_PARAMETERS = ('dcal.vit.cls_token', 'dcal.vit.pos_embed', 'dcal.vit.patch_embed.', 'dcal.vit.norm_pre.')
+_EMBEDDING_PARAMETERS = ('dcal.vit.cls_token', 'dcal.vit.reg_token', 'dcal.vit.dist_token', 'dcal.vit.pos_embed',
+                         'dcal.vit.patch_embed.', 'dcal.vit.norm_pre.')
 
 
 class BranchFeatures(NamedTuple):
@@ -173,7 +174,9 @@ class DCALVisionTransformer(BaseModule):
 
     def _freeze_stages(self) -> None:
         """Switch off the gradient of the ``frozen_stages`` modules and parameters, and put the modules in eval mode."""
-        parameters = [self.dcal.vit.cls_token, self.dcal.vit.pos_embed] if self.frozen_stages > 0 else []
+        vit = self.dcal.vit
+        prefix = [vit.cls_token, vit.reg_token, getattr(vit, 'dist_token', None), vit.pos_embed]  # those it has
+        parameters = [parameter for parameter in prefix if parameter is not None] if self.frozen_stages > 0 else []
         for module in self._frozen_modules():
             module.eval()
             parameters.extend(module.parameters())

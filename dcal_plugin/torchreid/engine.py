@@ -241,9 +241,15 @@ def check_triplet_batch(pids: Tensor) -> None:
 
 
 def check_image_size(datamanager, model: DCALReID) -> None:
-    """Raise unless the data manager's ``height`` × ``width`` is the image size ``model`` was built for."""
+    """Raise unless the data manager's ``height`` × ``width`` is the image size ``model`` was built for (or it takes any)."""
     data_size = (datamanager.height, datamanager.width)
     model_size = tuple(model.dcal.vit.patch_embed.img_size)
+    if model.dcal.vit.dynamic_img_size:
+        stride = model.dcal.patch_stride
+        if data_size[0] % stride[0] or data_size[1] % stride[1]:
+            raise ValueError(f'the data manager yields {data_size[0]}x{data_size[1]} images, which the model\'s '
+                             f'{stride[0]}x{stride[1]} patches do not tile: use multiples of them')
+        return
     if data_size != model_size:
         raise ValueError(
             f'the data manager yields {data_size[0]}x{data_size[1]} images but the model was built for '

@@ -15,12 +15,25 @@ MODEL_NAMES = {
     'dcal_deit_base': 'deit_base_patch16_224',
     'dcal_vit_base': 'vit_base_patch16_224',
     'dcal_r50_vit_base': 'vit_base_r50_s16_224',
+    # beyond the paper (dcal_plugin.core.BEYOND_PAPER_TAGS)
+    'dcal_dinov2_small_reg4': 'vit_small_patch14_reg4_dinov2',
+    'dcal_dinov2_base_reg4': 'vit_base_patch14_reg4_dinov2',
+    'dcal_dinov2_small': 'vit_small_patch14_dinov2',
+    'dcal_dinov2_base': 'vit_base_patch14_dinov2',
+    'dcal_clip_base': 'vit_base_patch16_clip_224',
+    'dcal_deit_tiny_distilled': 'deit_tiny_distilled_patch16_224',
+    'dcal_deit_small_distilled': 'deit_small_distilled_patch16_224',
+    'dcal_deit_base_distilled': 'deit_base_distilled_patch16_224',
 }
-# build_model names: each model at torchreid's default 256x128 under its own name, and at the paper's VeRi-776
-# size as NAME_256x256 (build_dcal_reid builds any other size)
-FACTORY_SIZES = {'': (256, 128), '_256x256': (256, 256)}
-FACTORY_NAMES = {f'{name}{suffix}': (timm_name, size)
-                 for name, timm_name in MODEL_NAMES.items() for suffix, size in FACTORY_SIZES.items()}
+# build_model names: each model on the paper's person grid, 16x8 patches (torchreid's default 256x128 for patch 16,
+# 224x112 for DINOv2's patch 14), under its own name, and on the paper's VeRi-776 grid, 16x16 patches, as NAME_HxW
+# (NAME_256x256, NAME_224x224). Built with timm's dynamic_img_size: each takes any size a data manager gives
+# (position embeddings interpolated as timm does); build_dcal_reid builds any other size.
+FACTORY_GRIDS = {'': (16, 8), 'square': (16, 16)}
+FACTORY_NAMES = {
+    f'{name}_{16 * stride}x{16 * stride}' if kind else name: (timm_name, (grid[0] * stride, grid[1] * stride))
+    for name, timm_name in MODEL_NAMES.items() for stride in [14 if 'patch14' in timm_name else 16]
+    for kind, grid in FACTORY_GRIDS.items()}
 DATASETS = {'veri776': VeRi776, 'msmt17_trainval': MSMT17TrainVal}
 _FACTORY_NAME = '__model_factory'
 
@@ -64,7 +77,7 @@ def _build_from_factory(
         model_name: str, img_size: Tuple[int, int], num_classes: int, loss: str = 'softmax', pretrained: bool = True,
         use_gpu: bool = True,
 ) -> DCALReID:
-    """``build_model``'s call: a DCALReID at ``img_size`` (H, W), with timm's pretrained weights by default.
+    """``build_model``'s call: a DCALReID built at ``img_size`` (H, W), taking any size, with timm's pretrained weights by default.
 
     ``pretrained=True`` (torchreid's default) loads timm's weights of the paper's Re-ID tag through timm's
     hub mechanism (see ``build_dcal_reid``). The train output serves :class:`DCALEngine` whatever
@@ -74,4 +87,4 @@ def _build_from_factory(
     if loss not in ('softmax', 'triplet'):
         raise ValueError(f'DCAL models train with DCALEngine (cross-entropy, plus triplet unless its weight_t=0): '
                          f'loss must be "softmax" or "triplet", got {loss!r}')
-    return build_dcal_reid(model_name, num_classes, img_size=img_size, pretrained=pretrained)
+    return build_dcal_reid(model_name, num_classes, img_size=img_size, pretrained=pretrained, dynamic_img_size=True)

@@ -136,7 +136,7 @@ def test_rollout_gets_only_the_class_row_of_the_glca_blocks_map(monkeypatch, tra
     tokens = model.vit.patch_embed.num_patches + 1
     full_maps = model.glca_block_index  # blocks before GLCA's give whole maps
     assert shapes == [(2, tokens, tokens)] * full_maps + [(2, 1, tokens)]
-    assert options == [dict(rows_sum_to_one=True)]  # softmax maps: the rollout reads each map once
+    assert options == [dict(rows_sum_to_one=True, num_prefix_tokens=1)]  # softmax maps: the rollout reads each map once
 
 
 def test_eval_mode_never_runs_pwca(monkeypatch):

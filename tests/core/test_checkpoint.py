@@ -108,8 +108,8 @@ def test_unknown_and_unsupported_model_names():
         DCALViT.from_timm('deit_tinny_patch16_224')
     with pytest.raises(ValueError, match='needs a timm VisionTransformer.*ResNet'):
         DCALViT.from_timm('resnet18')
-    with pytest.raises(ValueError, match='one class token'):
-        DCALViT.from_timm('deit_tiny_distilled_patch16_224', img_size=64, depth=1)
+    with pytest.raises(ValueError, match='needs a class token and token pooling'):
+        DCALViT.from_timm('vit_small_patch16_224', img_size=64, depth=1, class_token=False, global_pool='avg')
 
 
 @pytest.mark.parametrize('name,module', [('deit_small_patch16_224', 'timm.models.vision_transformer'),

@@ -61,8 +61,9 @@ def test_sa_equals_timm_pretrained_path_after_resizing(full_checkpoint, img_size
 
 @pytest.mark.parametrize('name', SUPPORTED_MODELS)
 def test_every_supported_model_builds_and_runs_all_branches(name):
-    model = DCALViT.from_timm(name, img_size=(64, 32), num_classes=3, drop_path_rate=0.1)
-    out = model(torch.randn(2, 3, 64, 32))
+    stride = 14 if 'patch14' in name else 16
+    model = DCALViT.from_timm(name, img_size=(4 * stride, 2 * stride), num_classes=3, drop_path_rate=0.1)
+    out = model(torch.randn(2, 3, 4 * stride, 2 * stride))
     width = model.vit.embed_dim
     assert out.sa_logits.shape == out.glca_logits.shape == out.pwca_logits.shape == (2, 3)
     assert out.reid_feature.shape == (2, 2 * width) and out.local_query_index.shape == (2, 1)

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmpretrain.registry import MODELS
 
-from dcal_plugin.core import PAPER_PRETRAINED_TAGS
+from dcal_plugin.core import BEYOND_PAPER_TAGS, PAPER_PRETRAINED_TAGS, paper_pretrained_tag
 
 from .conftest import REPO, small_config
 
@@ -16,10 +16,16 @@ PAPER = {'deit-tiny': ('deit_tiny_patch16_224', 192), 'deit-small': ('deit_small
          'deit-base': ('deit_base_patch16_224', 768), 'vit': ('vit_base_patch16_224', 768),
          'r50-vit': ('vit_base_r50_s16_224', 768)}
 CLASSES = {'cub': ('CUB', 200), 'cars': ('StanfordCars', 196), 'aircraft': ('FGVCAircraft', 100)}
+# beyond the paper: (timm model, width, image size: the paper's 28 x 28 patch grid)
+BEYOND_PAPER = {'dinov2-small-reg4': ('vit_small_patch14_reg4_dinov2', 384, 392),
+                'dinov2-base-reg4': ('vit_base_patch14_reg4_dinov2', 768, 392),
+                'clip-base': ('vit_base_patch16_clip_224', 768, 448)}
 
 
 def test_the_family_is_complete():
-    assert len(CONFIGS) == 16
+    assert len(CONFIGS) == 16 + len(BEYOND_PAPER)
+    for arch in BEYOND_PAPER:
+        assert f'dcal_{arch}_cub.py' in CONFIGS
     for arch in PAPER:
         for dataset in CLASSES:
             assert f'dcal_{arch}_{dataset}.py' in CONFIGS
@@ -29,16 +35,23 @@ def test_the_family_is_complete():
 def test_config_builds_and_runs_one_forward(name):
     cfg = Config.fromfile(str(REPO / 'configs' / name))
     init_default_scope('mmpretrain')
-    cfg.model.backbone.update(img_size=64, checkpoint_path=None)
+    stride = 14 if 'dinov2' in cfg.model.backbone.model_name else 16
+    cfg.model.backbone.update(img_size=4 * stride, checkpoint_path=None)
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     model = MODELS.build(cfg.model).eval()
     with torch.no_grad():
-        [prediction] = model.test_step({'inputs': [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)],
+        [prediction] = model.test_step({'inputs': [torch.randint(0, 256, (3, 4 * stride, 4 * stride), dtype=torch.uint8)],
                                         'data_samples': None})
     assert prediction.pred_score.shape == (cfg.model.head.num_classes,)
     if name.startswith('dcal_deit-tiny_digits'):
         return
     arch, dataset = Path(name).stem[len('dcal_'):].rsplit('_', 1)
+    if arch in BEYOND_PAPER:
+        model_name, width, size = BEYOND_PAPER[arch]
+        assert cfg.model.backbone.model_name == model_name and cfg.model.head.in_channels == width
+        assert cfg.train_dataloader.dataset.pipeline[2].crop_size == size == 28 * stride  # the paper's grid
+        assert cfg.model.backbone.checkpoint_path is None
+        return
     model_name, width = PAPER[arch]
     assert cfg.model.backbone.model_name == model_name and cfg.model.head.in_channels == width
     assert cfg.model.head.num_classes == CLASSES[dataset][1]
@@ -55,13 +68,26 @@ def test_config_builds_and_runs_one_forward(name):
 
 def test_paper_configs_name_a_timm_checkpoint_of_the_papers_fgvc_tag():
     for name in CONFIGS:
-        if 'digits' not in name:
+        if 'digits' not in name and Path(name).stem[len('dcal_'):].rsplit('_', 1)[0] in PAPER:
             cfg = Config.fromfile(str(REPO / 'configs' / name))
             model_name = cfg.model.backbone.model_name
             # METHOD §7: DeiT on ImageNet-1k; ViT-B and R50-ViT-B on Google's original ImageNet-21k (TransFG's files)
             tag = 'fb_in1k' if model_name.startswith('deit') else 'orig_in21k'
             assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{tag}.pth'
             assert PAPER_PRETRAINED_TAGS[model_name] == tag  # what pretrained=True downloads
+
+
+@pytest.mark.parametrize('arch', sorted(BEYOND_PAPER))
+def test_configs_beyond_the_paper_keep_its_recipe_and_name_timms_weights(arch):
+    cfg, paper = (Config.fromfile(str(REPO / 'configs' / f'dcal_{name}_cub.py')) for name in (arch, 'deit-small'))
+    model_name = BEYOND_PAPER[arch][0]
+    assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{paper_pretrained_tag(model_name)}.pth'
+    assert paper_pretrained_tag(model_name) == BEYOND_PAPER_TAGS[model_name]
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr', 'default_hooks', 'custom_hooks'):
+        assert cfg[key] == paper[key], key
+    assert cfg.model.backbone.local_query_ratio == 0.1 and cfg.train_dataloader.batch_size == 16
+    clip_mean = [122.771, 116.746, 104.094]
+    assert (cfg.data_preprocessor.mean == clip_mean) == (arch == 'clip-base')
 
 
 def test_learning_rate_follows_the_papers_batch_rule(digits_roots, tmp_path):

@@ -30,7 +30,7 @@ def load(path):
 def test_config_builds_its_model(path):
     cfg = load(path)
     model = build_dcal_reid(num_classes=11, **model_kwargs(cfg))
-    patch = cfg.model.timm_kwargs.get('patch_size', 16)
+    patch = cfg.model.timm_kwargs.get('patch_size', 14 if 'dinov2' in cfg.model.name else 16)
     assert model.dcal.vit.pretrained_cfg['architecture'] == MODEL_NAMES[cfg.model.name]
     assert model.dcal.grid_size == (cfg.data.height // patch, cfg.data.width // patch)
     assert model.num_classes == 11
@@ -57,6 +57,23 @@ def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     assert (cfg.train.warmup_factor, cfg.model.drop_path_rate) == (0.01, 0.1)
     mean = [0.5] * 3 if backbone in ('vit', 'r50-vit') else [0.485, 0.456, 0.406]
     assert cfg.data.norm_mean == mean
+
+
+BEYOND_PAPER = {'dinov2-small-reg4': ('dcal_dinov2_small_reg4', 224), 'dinov2-base-reg4': ('dcal_dinov2_base_reg4', 224),
+                'clip-base': ('dcal_clip_base', 256)}
+
+
+@pytest.mark.parametrize('backbone', sorted(BEYOND_PAPER))
+def test_configs_beyond_the_paper_keep_its_recipe_and_its_token_grid(backbone):
+    cfg, paper = load(CONFIG_DIR / f'dcal_{backbone}_veri776.yaml'), load(CONFIG_DIR / 'dcal_deit-small_veri776.yaml')
+    name, size = BEYOND_PAPER[backbone]
+    assert cfg.model.name == name and (cfg.data.height, cfg.data.width) == (size, size)  # 16 x 16 patches, the paper's
+    for key in ('train', 'sampler', 'loss', 'sgd'):
+        assert cfg[key] == paper[key], key
+    assert cfg.model.local_query_ratio == 0.3 and cfg.data.transforms == ['transreid']
+    clip = ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])
+    imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # DINOv2 was trained with ImageNet's statistics
+    assert (cfg.data.norm_mean, cfg.data.norm_std) == (clip if backbone == 'clip-base' else imagenet)
 
 
 def test_model_checkpoint_reads_an_original_vit_npz(tmp_path):

@@ -2,6 +2,7 @@
 import types
 
 import pytest
+import torch
 
 torchreid = pytest.importorskip('torchreid')
 
@@ -21,8 +22,27 @@ def test_every_name_reaches_its_timm_model_at_its_size(name, monkeypatch):
     calls = []
     monkeypatch.setattr(registry, 'build_dcal_reid', lambda *args, **kwargs: calls.append((args, kwargs)) or 'built')
     assert torchreid.models.build_model(name, num_classes=3, loss='softmax', pretrained=False) == 'built'
-    size = (256, 256) if name.endswith('_256x256') else (256, 128)
-    assert calls == [((MODEL_NAMES[name.replace('_256x256', '')], 3), {'img_size': size, 'pretrained': False})]
+    base = name.rsplit('_', 1)[0] if name.endswith(('_256x256', '_224x224')) else name
+    stride = 14 if 'dinov2' in name else 16  # the paper's token grids: 16x8 for persons, 16x16 for VeRi-776
+    size = (16 * stride, 16 * stride) if base != name else (16 * stride, 8 * stride)
+    assert calls == [((MODEL_NAMES[base], 3), {'img_size': size, 'pretrained': False, 'dynamic_img_size': True})]
+
+
+def test_a_factory_model_takes_the_data_managers_size(veri_data, tmp_path):
+    from dcal_plugin.torchreid import build_engine
+    from dcal_plugin.torchreid.engine import check_image_size
+
+    from .helpers import tiny_config
+
+    model = torchreid.models.build_model('dcal_deit_tiny', num_classes=6, pretrained=False)  # built at 256x128
+    datamanager = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path)).datamanager  # 32x32
+    check_image_size(datamanager, model)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2 * model.dcal.vit.embed_dim)
+    datamanager.height = 40
+    with pytest.raises(ValueError, match=r'40x32 images, which the model.s 16x16 patches do not tile'):
+        check_image_size(datamanager, model)
 
 
 def test_the_256x256_name_builds_the_papers_veri776_size():
