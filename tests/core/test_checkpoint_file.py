@@ -53,3 +53,33 @@ def test_the_latest_complete_checkpoint_skips_a_cut_short_one(files):
         files / 'good.pth')
     pointer.write_text('')
     assert latest_complete_checkpoint(str(pointer), [str(files / 'cut.pth')]) is None
+
+
+class Payload:
+    """An object besides tensors and plain data: unpickling it could run code."""
+
+
+def test_load_checkpoint_file_never_unpickles_objects(tmp_path):
+    import pickle
+    path = tmp_path / 'foreign.pth'
+    torch.save({'state_dict': {}, 'payload': Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='Payload'):
+        load_checkpoint_file(str(path), 'a checkpoint')
+
+
+def test_a_folder_is_named_as_no_file(tmp_path):
+    with pytest.raises(CheckpointFileError, match='is not a file; expected a checkpoint'):
+        load_checkpoint_file(str(tmp_path), 'a checkpoint')
+
+
+def test_the_pointer_wins_over_a_newer_file_and_without_it_the_newest_does(files, tmp_path):
+    import os
+    older, newer = tmp_path / 'epoch_9.pth', tmp_path / 'epoch_10.pth'  # the newer sorts first by name
+    for path, stamp in ((older, 1_000_000), (newer, 2_000_000)):
+        path.write_bytes((files / 'good.pth').read_bytes())
+        os.utime(path, (stamp, stamp))
+    pointer = tmp_path / 'last_checkpoint'
+    pointer.write_text(str(older))
+    assert latest_complete_checkpoint(str(pointer), [str(older), str(newer)]) == str(older)
+    pointer.unlink()
+    assert latest_complete_checkpoint(str(pointer), [str(older), str(newer)]) == str(newer)

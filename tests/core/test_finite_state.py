@@ -54,3 +54,20 @@ def test_the_weight_limit_is_where_a_square_overflows_float32():
     model.body[0].weight.data[0, 0] = WEIGHT_LIMIT * 1.01
     with pytest.raises(NonFiniteLossError):  # a NonFiniteStateError is a NonFiniteLossError: one except clause
         check_finite_state(model, optimizer, 'x')
+
+
+def test_many_large_finite_weights_pass_and_each_tensor_is_judged_by_its_largest_value():
+    model, optimizer = trained()
+    model.body[0].weight.data.fill_(WEIGHT_LIMIT * 0.99)  # each value usable; their 2-norm would overflow the limit
+    check_finite_state(model, optimizer, 'x')
+
+
+def test_parameters_without_optimizer_state_and_state_outside_the_model():
+    model, optimizer = trained()
+    idle = nn.Parameter(torch.ones(3))  # never stepped: no state
+    outside = nn.Parameter(torch.ones(2))
+    optimizer.add_param_group({'params': [idle, outside]})
+    check_finite_state(model, optimizer, 'x')
+    optimizer.state[outside]['exp_avg'] = torch.tensor([0.0, float('nan')])
+    with pytest.raises(NonFiniteStateError, match="optimizer state 'exp_avg' of a parameter outside the model holds NaN"):
+        check_finite_state(model, optimizer, 'x')
