@@ -34,3 +34,20 @@ def test_trains_and_tests_through_the_runner(digits_roots, tmp_path, model_name)
     with torch.no_grad():
         out = dcal.eval()(torch.randn(2, 3, size, size))
     assert out.local_query_index.max() < 4  # a patch of the 2 x 2 grid, never a prefix token
+
+
+def test_a_dynamic_backbone_serves_mmpretrains_inferencer_at_any_size_without_a_resize(digits_roots, tmp_path):
+    import numpy as np
+    from mmpretrain import ImageClassificationInferencer
+
+    cfg = small_config(digits_roots['cub'], tmp_path / 'work')
+    cfg.model.backbone.update(dynamic_img_size=True)
+    cfg.test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]  # no Resize: any size
+    cfg.val_dataloader.dataset.pipeline = cfg.test_pipeline
+    cfg.test_dataloader = cfg.val_dataloader
+    RUNNERS.build(cfg).train()
+    inferencer = ImageClassificationInferencer(model=cfg, pretrained=str(tmp_path / 'work' / 'epoch_1.pth'))
+    rng = np.random.default_rng(0)
+    for height, width in ((32, 32), (48, 24), (64, 40)):  # 8-pixel patches
+        [result] = inferencer(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+        assert 0 <= result['pred_label'] < 10 and 0 < result['pred_score'] <= 1
