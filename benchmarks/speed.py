@@ -44,7 +44,8 @@ from benchmarks.workloads import Workloads, build_workloads  # noqa: E402
 from dcal_plugin.core.dcal_vit import ROLLOUT_LABEL  # noqa: E402
 
 CPU_CASES = (('deit_tiny_patch16_224', 224), ('deit_tiny_patch16_224', 448),
-             ('deit_small_patch16_224', 224), ('deit_small_patch16_224', 448))
+             ('deit_small_patch16_224', 224), ('deit_small_patch16_224', 448),
+             ('vit_small_patch14_reg4_dinov2', 392))  # beyond the paper: its config's size, the 28 x 28 patch grid
 GPU_CASES = CPU_CASES + (('vit_base_patch16_224', 448), ('vit_base_r50_s16_384', 448))
 SMOKE_CASES = (('deit_tiny_patch16_224', 224),)
 
