@@ -1,26 +1,16 @@
 """One run per work dir: a second process is refused, naming the holder; a killed holder frees the folder."""
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from dcal_plugin.work_dir_lock import WorkDirBusyError, WorkDirLock
-
-HOLD = ('import sys, time; from dcal_plugin.work_dir_lock import WorkDirLock; '
-        'WorkDirLock(sys.argv[1]).acquire(); print("held", flush=True); time.sleep(60)')
+from tests.lock_holder import held_by_another_process
 
 
 def test_a_second_process_is_refused_until_the_holder_is_killed(tmp_path):
-    holder = subprocess.Popen([sys.executable, '-c', HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == 'held'
-        with pytest.raises(WorkDirBusyError, match=rf'another run \(process {holder.pid}\) is writing into {tmp_path}'):
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(WorkDirBusyError, match=rf'another run \(process {pid}\) is writing into {tmp_path}'):
             WorkDirLock(str(tmp_path)).acquire()
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     time.sleep(0.1)
     with WorkDirLock(str(tmp_path)):  # no stale lock after kill -9
         pass

@@ -2,10 +2,10 @@
 import os
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ..image_check import DECODED_SAMPLE, check_images
+from .unwrap import unwrap
 
 
 @HOOKS.register_module()
@@ -30,7 +30,7 @@ class DatasetCheckHook(Hook):
         """Check the training and validation sets, the classes and the last batch."""
         loader = runner.train_dataloader
         check_image_files(loader.dataset, self.decoded_sample)
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap(runner.model)
         check_num_classes(model, loader.dataset)
         check_last_batch(model, loader)
         if runner.val_loop is not None:

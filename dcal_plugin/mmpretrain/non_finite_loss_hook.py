@@ -2,10 +2,10 @@
 from typing import Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ..core import BRANCHES, check_finite, check_finite_state
+from .unwrap import unwrap
 
 LOGGED_KINDS = {'loss': 'weighted loss', 'ce': 'loss', 'weight': 'uncertainty weight'}  # DCALClsHead's log keys
 
@@ -39,6 +39,5 @@ class NonFiniteLossHook(Hook):
 
     @staticmethod
     def _check_state(runner, step: str) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         optim_wrapper = getattr(runner, 'optim_wrapper', None)
-        check_finite_state(model, getattr(optim_wrapper, 'optimizer', None), step)
+        check_finite_state(unwrap(runner.model), getattr(optim_wrapper, 'optimizer', None), step)

@@ -4,10 +4,10 @@ from typing import Optional
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
 from ..visualization import rollout_figure
+from .unwrap import unwrap
 
 
 @HOOKS.register_module()
@@ -40,7 +40,7 @@ class AttentionRolloutHook(Hook):
             return
         dataset = runner.val_dataloader.dataset
         samples = [dataset[index] for index in range(min(self.num_images, len(dataset)))]
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap(runner.model)
         for index, picture in enumerate(draw_rollouts(model, samples)):
             runner.visualizer.add_image(f'{self.prefix}_{index}', picture, step=runner.epoch)
 

@@ -12,7 +12,6 @@ import uuid
 from typing import Iterator, Optional, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmpretrain.registry import MODELS
@@ -20,6 +19,7 @@ from torch import nn
 
 from ..core.checkpoint import check_fits
 from ..core.checkpoint_file import load_checkpoint_file
+from .unwrap import unwrap
 
 
 @contextlib.contextmanager
@@ -76,6 +76,6 @@ def check_trained_checkpoint(model: nn.Module, checkpoint: str) -> None:
     with old_checkpoint_help(str(checkpoint)):
         loaded = load_checkpoint_file(str(checkpoint), 'a checkpoint of this config\'s model (tools/train.py, '
                                       'tools/publish_model.py)', ('state_dict',))
-    plain = model.module if is_model_wrapper(model) else model
+    plain = unwrap(model)
     check_fits(loaded['state_dict'], plain.state_dict(),
                f'{checkpoint} does not hold the weights of this config\'s model {type(plain).__name__}')

@@ -4,12 +4,12 @@ from typing import Dict, List
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmpretrain.registry import HOOKS
 from torch import nn
 
 from ..recipe_check import WeightChange, weight_changes
+from .unwrap import unwrap
 
 
 @HOOKS.register_module()
@@ -46,4 +46,4 @@ class WeightDriftHook(Hook):
     @staticmethod
     def _model(runner: Runner) -> nn.Module:
         """The trained model, unwrapped from DDP and the like."""
-        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+        return unwrap(runner.model)

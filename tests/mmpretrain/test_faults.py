@@ -19,6 +19,8 @@ from dcal_plugin.core.checkpoint_file import CheckpointFileError
 from dcal_plugin.image_check import CorruptImageError
 from dcal_plugin.work_dir_lock import WorkDirBusyError
 
+from tests.lock_holder import held_by_another_process
+
 from .conftest import REPO, small_config
 
 ITERATIONS_PER_EPOCH = 5  # 40 train images, batch 8
@@ -123,16 +125,9 @@ def test_a_full_disk_is_named_and_the_last_complete_checkpoint_stays_the_latest(
 
 def test_a_second_run_into_a_busy_work_dir_is_refused(digits_roots, tmp_path):
     work = tmp_path / 'work'
-    hold = ('import sys, time; from dcal_plugin.work_dir_lock import WorkDirLock; WorkDirLock(sys.argv[1]).acquire(); '
-            'print("held", flush=True); time.sleep(120)')
-    first = subprocess.Popen([sys.executable, '-c', hold, str(work)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert first.stdout.readline().strip() == 'held'  # stands for run A, training into work
-        with pytest.raises(WorkDirBusyError, match=rf'another run \(process {first.pid}\) is writing into {work}'):
+    with held_by_another_process(work) as pid:  # stands for run A, training into work
+        with pytest.raises(WorkDirBusyError, match=rf'another run \(process {pid}\) is writing into {work}'):
             train(small_config(digits_roots['cub'], work))
-    finally:
-        first.kill()
-        first.wait()
     assert not list(work.glob('*.pth'))
     assert train(small_config(digits_roots['cub'], work)).iter == ITERATIONS_PER_EPOCH  # free once A is gone
 

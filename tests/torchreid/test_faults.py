@@ -2,8 +2,6 @@
 that are no checkpoints, a full disk, two runs in one save dir. Each fails before the first step or names what went
 wrong, and never leaves a checkpoint that is partial or holds a diverged state."""
 import errno
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,6 +19,8 @@ from dcal_plugin.torchreid.checkpoint import load_weights  # noqa: E402
 from dcal_plugin.torchreid.datasets import VeRi776  # noqa: E402
 from dcal_plugin.torchreid.images import images_read_or_named  # noqa: E402
 from dcal_plugin.work_dir_lock import WorkDirBusyError  # noqa: E402
+
+from tests.lock_holder import held_by_another_process  # noqa: E402
 
 from .helpers import tiny_config  # noqa: E402
 
@@ -127,17 +127,10 @@ def test_a_full_disk_is_named_and_the_last_complete_checkpoint_stays_the_latest(
 
 def test_a_second_run_into_a_busy_save_dir_is_refused(veri_data, tmp_path):
     save_dir = tmp_path / 'log'
-    hold = ('import sys, time; from dcal_plugin.work_dir_lock import WorkDirLock; WorkDirLock(sys.argv[1]).acquire(); '
-            'print("held", flush=True); time.sleep(120)')
-    first = subprocess.Popen([sys.executable, '-c', hold, str(save_dir)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert first.stdout.readline().strip() == 'held'
+    with held_by_another_process(save_dir) as pid:
         cfg = tiny_config(veri_data.root, 'veri776', save_dir)
-        with pytest.raises(WorkDirBusyError, match=rf'another run \(process {first.pid}\) is writing into {save_dir}'):
+        with pytest.raises(WorkDirBusyError, match=rf'another run \(process {pid}\) is writing into {save_dir}'):
             dcal_torchreid.run(cfg)
-    finally:
-        first.kill()
-        first.wait()
     assert not (save_dir / 'model').exists()
 
 
