@@ -238,7 +238,7 @@ def pwca_statistics(out, pids: Tensor, partner: Tensor) -> Dict[str, float]:
 
 def record_diagnostics(engine) -> List[Dict[str, float]]:
     """Wrap the engine's model forward and branch loss so that every train step appends its diagnostics to the list."""
-    from dcal_plugin.core.dcal_vit import random_derangement
+    from dcal_plugin.core.dcal_model import random_derangement
     from dcal_plugin.core import BRANCHES
     steps: List[Dict[str, float]] = []
     model, forward, branch_loss = engine.model, engine.model.forward, engine.branch_loss

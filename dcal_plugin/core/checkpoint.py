@@ -7,6 +7,7 @@ import pickle
 from typing import Callable, Dict, List
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from timm.models import load_state_dict, model_entrypoint
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -15,7 +16,11 @@ from .checkpoint_file import CheckpointFileError, check_checkpoint_file, check_c
 
 # Keyword arguments that timm's model builders bind to their module's ``checkpoint_filter_fn``.
 _FILTER_KWARGS = {'timm.models.deit': {'adapt_layer_scale': True}}
-_CLASSIFIER_KEYS = ('head.weight', 'head.bias')
+# timm modules whose filter keeps a checkpoint's ``pos_embed`` at the checkpoint's grid (CaiT's: ``(1, P, C)``, no
+# prefix token); ours resamples it to the model's grid, as timm's ViT filter does
+POS_EMBED_KEPT_BY_TIMM = ('timm.models.cait',)
+# timm's classifier: ``head`` (ViT, DeiT, CaiT) or ``head.fc`` (Swin's ClassifierHead)
+_CLASSIFIER_KEYS = ('head.weight', 'head.bias', 'head.fc.weight', 'head.fc.bias')
 # What timm's filters and .npz reader raise on a file that does not fit the model
 _FIT_ERRORS = (RuntimeError, ValueError, IndexError, KeyError, NotImplementedError)
 _SHOWN = 5
@@ -28,7 +33,21 @@ def checkpoint_filter(model_name: str) -> Callable[[Dict[str, Tensor], nn.Module
     filter_fn = getattr(importlib.import_module(module_name), 'checkpoint_filter_fn', None)
     if filter_fn is None:
         raise ValueError(f'timm module {module_name} of {model_name!r} has no checkpoint_filter_fn')
-    return functools.partial(filter_fn, **_FILTER_KWARGS.get(module_name, {}))
+    filter_fn = functools.partial(filter_fn, **_FILTER_KWARGS.get(module_name, {}))
+    if module_name in POS_EMBED_KEPT_BY_TIMM:
+        return functools.partial(_with_pos_embed_resampled, filter_fn)
+    return filter_fn
+
+
+def _with_pos_embed_resampled(filter_fn: Callable[[Dict[str, Tensor], nn.Module], Dict[str, Tensor]],
+                              state_dict: Dict[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
+    """``filter_fn``'s state_dict, its ``pos_embed`` ``(1, P, C)`` (no prefix token) resampled to ``model``'s grid."""
+    state_dict = dict(filter_fn(state_dict, model))
+    pos_embed = state_dict.get('pos_embed')
+    if pos_embed is not None and pos_embed.shape[1] != model.pos_embed.shape[1]:
+        state_dict['pos_embed'] = resample_abs_pos_embed(pos_embed, list(model.patch_embed.grid_size),
+                                                         num_prefix_tokens=0)
+    return state_dict
 
 
 def load_timm_checkpoint(model: VisionTransformer, checkpoint_path: str, model_name: str) -> None:
@@ -127,7 +146,8 @@ def _read_npz(model: VisionTransformer, checkpoint_path: str, model_name: str) -
 
 def _describe(model: VisionTransformer, model_name: str) -> str:
     """``model_name`` with the sizes a checkpoint must fit."""
-    return (f'{model_name} (img_size={tuple(model.patch_embed.img_size)}, depth={len(model.blocks)}, '
+    depth = len(model.blocks) if hasattr(model, 'blocks') else sum(len(stage.blocks) for stage in model.layers)
+    return (f'{model_name} (img_size={tuple(model.patch_embed.img_size)}, depth={depth}, '
             f'embed_dim={model.embed_dim}, num_classes={model.num_classes})')
 
 

@@ -7,6 +7,7 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ..core import DCALViT
+from ..core.families import dcal_from_timm
 from .checkpoint import load_pretrained
 
 # mmpretrain VisionTransformer options that select per-block outputs, which DCAL does not give
@@ -49,7 +50,10 @@ class BranchFeatures(NamedTuple):
 
 @MODELS.register_module()
 class DCALVisionTransformer(BaseModule):
-    """DCAL on a timm ViT/DeiT/R50-hybrid, returning the branch class tokens ``(sa, glca, pwca)``, :class:`BranchFeatures`.
+    """DCAL on a timm ViT/DeiT/R50-hybrid/Swin/CaiT, returning the branch features ``(sa, glca, pwca)``, :class:`BranchFeatures`.
+
+    The core model is the family's (:func:`~dcal_plugin.core.families.dcal_from_timm`): ``DCALViT``,
+    ``DCALSwin`` (PWCA only, as the paper: GLCA None; needs ``use_glca=False``) or ``DCALCaiT``.
 
     Train mode returns all three, each ``[B, C]`` (the PWCA partner is another image of the
     mini-batch); in eval mode PWCA is None, and so is GLCA with ``sa_only_inference``; a branch
@@ -110,10 +114,12 @@ class DCALVisionTransformer(BaseModule):
         if checkpoint_path is not None:
             init_cfg = dict(type='Pretrained', checkpoint=checkpoint_path)
         super().__init__(init_cfg=init_cfg)
-        self.dcal = DCALViT.from_timm(
+        self.dcal = dcal_from_timm(
             model_name, img_size=img_size, num_classes=0, drop_path_rate=drop_path_rate, pretrained=pretrained,
             grad_checkpointing=with_cp or kwargs.pop('grad_checkpointing', False), **kwargs)
-        depth = len(self.dcal.vit.blocks)
+        if frozen_stages > 0 and not isinstance(self.dcal, DCALViT):
+            raise ValueError(f'frozen_stages is supported for ViT backbones, not {type(self.dcal).__name__}')
+        depth = len(self.dcal.vit.blocks) if isinstance(self.dcal, DCALViT) else 0
         if frozen_stages > depth:
             raise ValueError(f'frozen_stages must be at most the depth {depth} (-1: none), got {frozen_stages}')
         self.frozen_stages = frozen_stages
@@ -122,7 +128,7 @@ class DCALVisionTransformer(BaseModule):
     @property
     def embed_dim(self) -> int:
         """Width C of every branch feature."""
-        return self.dcal.vit.embed_dim
+        return self.dcal.vit.num_features
 
     def init_weights(self) -> None:
         """Load a ``Pretrained`` init_cfg's checkpoint (timm, mmpretrain ViT/DeiT, DCAL), else initialise as mmengine."""
@@ -134,8 +140,8 @@ class DCALVisionTransformer(BaseModule):
         checkpoint_format = load_pretrained(self.dcal, checkpoint, prefix)
         self._is_init = True
         print_log(f'DCALVisionTransformer: loaded {checkpoint_format} weights from {checkpoint}'
-                  f'{f" (prefix {prefix!r})" if prefix else ""} into {self.dcal.vit.pretrained_cfg["architecture"]}, '
-                  f'grid {self.dcal.grid_size}', logger='current')
+                  f'{f" (prefix {prefix!r})" if prefix else ""} into {self.dcal.architecture} at '
+                  f'{tuple(self.dcal.vit.patch_embed.img_size)}', logger='current')
 
     def forward(self, x: Tensor) -> BranchFeatures:
         """Images ``[B, 3, H, W]`` -> branch features ``(sa, glca, pwca)``, each ``[B, C]`` or None (branch not run)."""
@@ -160,6 +166,8 @@ class DCALVisionTransformer(BaseModule):
         runs beside it on the tokens entering it, so it is as far from the output and should move
         as little; GLCA's norm gets the final norm's depth.
         """
+        if not isinstance(self.dcal, DCALViT):
+            raise NotImplementedError(f'layer-wise lr decay is defined for ViT backbones, not {type(self.dcal).__name__}')
         num_depths = len(self.dcal.vit.blocks) + 2
         if not param_name.startswith(prefix):  # the head
             return num_depths - 1, num_depths
@@ -174,9 +182,11 @@ class DCALVisionTransformer(BaseModule):
 
     def _freeze_stages(self) -> None:
         """Switch off the gradient of the ``frozen_stages`` modules and parameters, and put the modules in eval mode."""
+        if self.frozen_stages <= 0:
+            return
         vit = self.dcal.vit
         prefix = [vit.cls_token, vit.reg_token, getattr(vit, 'dist_token', None), vit.pos_embed]  # those it has
-        parameters = [parameter for parameter in prefix if parameter is not None] if self.frozen_stages > 0 else []
+        parameters = [parameter for parameter in prefix if parameter is not None]
         for module in self._frozen_modules():
             module.eval()
             parameters.extend(module.parameters())

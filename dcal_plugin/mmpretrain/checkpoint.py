@@ -7,6 +7,7 @@ from mmengine.runner import CheckpointLoader
 from torch import Tensor
 
 from ..core import DCALViT
+from ..core.dcal_model import DCALModel
 from ..core.checkpoint import read_state_dict
 
 # mmpretrain's VisionTransformer parameter names -> timm's; the first pattern that matches a key renames it
@@ -24,12 +25,12 @@ _MMPRETRAIN_TO_TIMM = (
 )
 
 
-def load_pretrained(dcal: DCALViT, checkpoint: str, prefix: Optional[str] = None) -> str:
+def load_pretrained(dcal: DCALModel, checkpoint: str, prefix: Optional[str] = None) -> str:
     """Load the backbone weights of ``checkpoint`` under ``prefix`` into ``dcal``; returns the format that was read.
 
     Formats, told apart by their keys: a DCAL backbone's own (``dcal.vit.*``, ``dcal.glca_*``: GLCA
     is loaded too), mmpretrain's ``VisionTransformer`` (``layers.N.ln1``, ...: renamed to timm's
-    names) and timm's (also an original ViT ``.npz``). The last two go through the core's timm
+    names; ViT backbones only) and timm's (also an original ViT ``.npz``). The last two go through the core's timm
     loading (position embeddings resized by timm's filter, GLCA copied from SA), the first through
     :meth:`~dcal_plugin.core.DCALViT.load_dcal_state_dict`; each raises one ``ValueError`` naming
     every kind of key that does not fit, so no load leaves weights random or half-loaded. A file in
@@ -42,7 +43,7 @@ def load_pretrained(dcal: DCALViT, checkpoint: str, prefix: Optional[str] = None
     if any(key.startswith('dcal.') for key in weights):
         dcal.load_dcal_state_dict({key[len('dcal.'):]: value for key, value in weights.items()}, source)
         return 'DCAL'
-    if any(key.startswith('layers.') for key in weights):
+    if isinstance(dcal, DCALViT) and any(key.startswith('layers.') for key in weights):  # Swin's own are 'layers.'
         dcal.load_timm_state_dict(mmpretrain_to_timm(weights), source)
         return 'mmpretrain VisionTransformer'
     dcal.load_timm_state_dict(weights, source)

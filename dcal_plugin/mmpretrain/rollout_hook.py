@@ -1,9 +1,11 @@
 """``AttentionRolloutHook``: rollout heat-maps of fixed validation images, written to the visualizer's backends."""
+import logging
 from typing import Optional
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 
 from ..visualization import rollout_figure
@@ -17,7 +19,8 @@ class AttentionRolloutHook(Hook):
     The images are the first ``num_images`` of the validation set, through its test pipeline;
     each picture goes to ``runner.visualizer.add_image(f'{prefix}_{i}', ..., step=epoch)``, i.e.
     to every configured backend (PNG files under the run's ``vis_data/vis_image/`` with
-    ``LocalVisBackend``, TensorBoard with ``TensorboardVisBackend``).
+    ``LocalVisBackend``, TensorBoard with ``TensorboardVisBackend``). A model without a rollout
+    (Swin: PWCA only) draws nothing, and the log says so once.
 
     Args:
         interval (int): epochs between two drawings. Defaults to 1.
@@ -34,15 +37,27 @@ class AttentionRolloutHook(Hook):
         self.num_images = num_images
         self.prefix = prefix
 
+    def before_run(self, runner) -> None:
+        """Say once when the model has no rollout to draw."""
+        if not has_rollout(unwrap(runner.model)):
+            print_log(f'AttentionRolloutHook: {type(unwrap(runner.model).backbone.dcal).__name__} has no attention '
+                      'rollout (no GLCA): no heat-maps are drawn', logger='current', level=logging.WARNING)
+
     def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
         """Draw the heat-maps when the epoch is a multiple of ``interval``."""
-        if runner.epoch % self.interval != 0 and runner.epoch != runner.max_epochs:
+        if runner.epoch % self.interval != 0 and runner.epoch != runner.max_epochs or not has_rollout(
+                unwrap(runner.model)):
             return
         dataset = runner.val_dataloader.dataset
         samples = [dataset[index] for index in range(min(self.num_images, len(dataset)))]
         model = unwrap(runner.model)
         for index, picture in enumerate(draw_rollouts(model, samples)):
             runner.visualizer.add_image(f'{self.prefix}_{index}', picture, step=runner.epoch)
+
+
+def has_rollout(model) -> bool:
+    """Whether an mmpretrain DCAL model's backbone computes the class-token rollout (its ``rollout_map``)."""
+    return hasattr(model.backbone.dcal, 'rollout_map')
 
 
 @torch.no_grad()

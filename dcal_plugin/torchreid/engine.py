@@ -244,7 +244,7 @@ def check_image_size(datamanager, model: DCALReID) -> None:
     """Raise unless the data manager's ``height`` × ``width`` is the image size ``model`` was built for (or it takes any)."""
     data_size = (datamanager.height, datamanager.width)
     model_size = tuple(model.dcal.vit.patch_embed.img_size)
-    if model.dcal.vit.dynamic_img_size:
+    if getattr(model.dcal.vit, 'dynamic_img_size', False):
         stride = model.dcal.patch_stride
         if data_size[0] % stride[0] or data_size[1] % stride[1]:
             raise ValueError(f'the data manager yields {data_size[0]}x{data_size[1]} images, which the model\'s '

@@ -5,8 +5,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dcal_plugin.core import (
-    BRANCHES, LOG_VAR_BOUNDS, DCALOutput, DCALViT, UncertaintyWeightedLoss, paper_pretrained_tag)
+from dcal_plugin.core import BRANCHES, LOG_VAR_BOUNDS, DCALOutput, UncertaintyWeightedLoss, paper_pretrained_tag
+from dcal_plugin.core.dcal_model import DCALModel
+from dcal_plugin.core.families import dcal_from_timm
 
 REID_LOCAL_QUERY_RATIO = 0.3  # the paper's Re-ID R (METHOD §7)
 REID_DROP_PATH_RATE = 0.1  # TransReID's stochastic depth; the paper gives none
@@ -56,7 +57,8 @@ class DCALReID(nn.Module):
     ``sa_only_inference``, the retrieval feature is SA's ``[B, C]``.
 
     Args:
-        dcal (DCALViT): the backbone with its three branches, built with ``num_classes=0``.
+        dcal (DCALModel): the backbone with its branches (``DCALViT``; ``DCALSwin``: SA and PWCA), built with
+            ``num_classes=0``.
         num_classes (int): number of training identities (torchreid's ``FeatureExtractor`` builds with
             1: its classifier is never used, only the retrieval feature).
         log_var_bounds (tuple[float, float] | None): box of the uncertainty log-variances, as
@@ -65,17 +67,17 @@ class DCALReID(nn.Module):
             feature separately) or ``'concat'`` (the concatenation). Defaults to ``'each'`` [ours].
     """
 
-    def __init__(self, dcal: DCALViT, num_classes: int,
+    def __init__(self, dcal: DCALModel, num_classes: int,
                  log_var_bounds: Optional[Tuple[float, float]] = LOG_VAR_BOUNDS, retrieval_norm: str = 'each') -> None:
         super().__init__()
         if retrieval_norm not in RETRIEVAL_NORMS:
             raise ValueError(f'retrieval_norm must be one of {RETRIEVAL_NORMS}, got {retrieval_norm!r}')
         if dcal.vit.num_classes != 0:
-            raise ValueError(f'DCALReID adds its own ID classifiers: build DCALViT with num_classes=0, '
+            raise ValueError(f'DCALReID adds its own ID classifiers: build the core model with num_classes=0, '
                              f'got {dcal.vit.num_classes}')
         if num_classes < 1:
             raise ValueError(f'num_classes (training identities) must be >= 1, got {num_classes}')
-        width = dcal.vit.embed_dim
+        width = dcal.vit.num_features
         self.dcal = dcal
         self.num_classes = num_classes
         self.retrieval_norm = retrieval_norm
@@ -91,7 +93,7 @@ class DCALReID(nn.Module):
     @property
     def feature_dim(self) -> int:
         """C, the width of one branch's feature; the retrieval feature has ``2C`` (``C`` without GLCA)."""
-        return self.dcal.vit.embed_dim
+        return self.dcal.vit.num_features
 
     @property
     def retrieval_features(self) -> Tuple[str, ...]:
@@ -150,13 +152,13 @@ def build_dcal_reid(
     the paper's Re-ID tag (:data:`~dcal_plugin.core.REID_PRETRAINED_TAGS`, through timm's hub as
     ``DCALViT.from_timm``), a string another tag, ``checkpoint_path`` a local file. ``kwargs`` are
     DCAL's other options, by the names and with the defaults of :class:`~dcal_plugin.core.DCALViT`
-    (``use_glca``, ``use_pwca``, ``query_selection``, ...), then ``timm.create_model``'s (e.g.
-    ``depth``). [ours] Position embeddings are resized to ``img_size`` by timm's checkpoint filter
+    (``use_glca``, ``use_pwca``, ``query_selection``, ...; a Swin model needs ``use_glca=False``, see
+    :func:`~dcal_plugin.core.families.dcal_from_timm`), then ``timm.create_model``'s (e.g. ``depth``). [ours] Position embeddings are resized to ``img_size`` by timm's checkpoint filter
     (bicubic; TransReID resizes bilinearly).
     """
     if pretrained is True:
         pretrained = paper_pretrained_tag(model_name, 'reid') or True
-    dcal = DCALViT.from_timm(
+    dcal = dcal_from_timm(
         model_name, checkpoint_path=checkpoint_path, img_size=img_size, num_classes=0, pretrained=pretrained,
         local_query_ratio=local_query_ratio, drop_path_rate=drop_path_rate, **kwargs)
     return DCALReID(dcal, num_classes, log_var_bounds=log_var_bounds, retrieval_norm=retrieval_norm)

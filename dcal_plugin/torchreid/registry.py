@@ -15,6 +15,7 @@ MODEL_NAMES = {
     'dcal_deit_base': 'deit_base_patch16_224',
     'dcal_vit_base': 'vit_base_patch16_224',
     'dcal_r50_vit_base': 'vit_base_r50_s16_224',
+    'dcal_swin_tiny': 'swin_tiny_patch4_window7_224',  # the paper's supplementary row: PWCA only (use_glca=False)
     # beyond the paper (dcal_plugin.core.BEYOND_PAPER_TAGS)
     'dcal_dinov2_small_reg4': 'vit_small_patch14_reg4_dinov2',
     'dcal_dinov2_base_reg4': 'vit_base_patch14_reg4_dinov2',

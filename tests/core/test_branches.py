@@ -9,7 +9,7 @@ from dcal_plugin.core import DCALViT, UncertaintyWeightedLoss
 from dcal_plugin.core import dcal_vit as dcal_vit_module
 from dcal_plugin.core.attention import MapRows
 from dcal_plugin.core.blocks import global_local_cross_attention_block, self_and_pair_attention_block
-from dcal_plugin.core.dcal_vit import random_derangement
+from dcal_plugin.core.dcal_model import pwca_partner, random_derangement
 
 from ..conftest import make_tiny_vit
 from .reference import cross_attention_block, head_mean_attention, pooled_glca, rollout_full
@@ -158,11 +158,11 @@ def test_default_partner_is_uniform_among_all_permutations_without_fixed_points(
     torch.manual_seed(0)
     for batch in range(2, 10):
         for _ in range(30):
-            partner = DCALViT._partner(batch, None, torch.device('cpu'))
+            partner = pwca_partner(batch, None, torch.device('cpu'))
             assert sorted(partner.tolist()) == list(range(batch))
             assert not (partner == torch.arange(batch)).any()
     draws = 44 * 100  # 5 images: 44 derangements, of which rotations of one order reach only 24
-    counts = collections.Counter(tuple(DCALViT._partner(5, None, torch.device('cpu')).tolist()) for _ in range(draws))
+    counts = collections.Counter(tuple(pwca_partner(5, None, torch.device('cpu')).tolist()) for _ in range(draws))
     assert len(counts) == 44
     chi_square = sum((count - 100) ** 2 / 100 for count in counts.values())
     assert chi_square < 77.4  # 43 degrees of freedom, p = 0.001

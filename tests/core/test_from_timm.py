@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 
-from dcal_plugin.core import SUPPORTED_MODELS, DCALViT
+from dcal_plugin.core import SUPPORTED_MODELS, DCALViT, dcal_family, dcal_from_timm
 
 
 FULL_MODELS = ['deit_tiny_patch16_224', 'vit_base_r50_s16_224']
@@ -60,11 +60,19 @@ def test_sa_equals_timm_pretrained_path_after_resizing(full_checkpoint, img_size
 
 
 @pytest.mark.parametrize('name', SUPPORTED_MODELS)
-def test_every_supported_model_builds_and_runs_all_branches(name):
-    stride = 14 if 'patch14' in name else 16
-    model = DCALViT.from_timm(name, img_size=(4 * stride, 2 * stride), num_classes=3, drop_path_rate=0.1)
+def test_every_supported_model_builds_and_runs_all_its_branches(name):
+    stride = 32 if name.startswith('swin') else 14 if 'patch14' in name else 16  # Swin: its last stage's tokens
+    family = dcal_family(name)
+    options = {} if 'use_glca' in family.option_defaults() else dict(use_glca=False)  # Swin: PWCA only
+    model = dcal_from_timm(name, img_size=(4 * stride, 2 * stride), num_classes=3, drop_path_rate=0.1, **options)
+    assert type(model) is family
     out = model(torch.randn(2, 3, 4 * stride, 2 * stride))
-    width = model.vit.embed_dim
-    assert out.sa_logits.shape == out.glca_logits.shape == out.pwca_logits.shape == (2, 3)
+    width = model.vit.num_features
+    assert out.sa_logits.shape == out.pwca_logits.shape == (2, 3)
+    if not model.use_glca:
+        assert out.glca_logits is None and out.reid_feature.shape == (2, width)
+        return
+    assert out.glca_logits.shape == (2, 3)
     assert out.reid_feature.shape == (2, 2 * width) and out.local_query_index.shape == (2, 1)
-    assert model.glca_block.drop_path1.drop_prob > 0  # the copy keeps the block's stochastic depth
+    if family is DCALViT:
+        assert model.glca_block.drop_path1.drop_prob > 0  # the copy keeps the block's stochastic depth

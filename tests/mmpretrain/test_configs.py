@@ -17,14 +17,16 @@ PAPER = {'deit-tiny': ('deit_tiny_patch16_224', 192), 'deit-small': ('deit_small
          'r50-vit': ('vit_base_r50_s16_224', 768)}
 CLASSES = {'cub': ('CUB', 200), 'cars': ('StanfordCars', 196), 'aircraft': ('FGVCAircraft', 100)}
 # beyond the paper: (timm model, width, image size: the paper's 28 x 28 patch grid)
+# the paper's supplementary backbones (METHOD §9): (timm model, width); Swin-T with PWCA only
+SUPPLEMENTARY = {'swin-tiny': ('swin_tiny_patch4_window7_224', 768), 'cait-xs24': ('cait_xs24_384', 288)}
 BEYOND_PAPER = {'dinov2-small-reg4': ('vit_small_patch14_reg4_dinov2', 384, 392),
                 'dinov2-base-reg4': ('vit_base_patch14_reg4_dinov2', 768, 392),
                 'clip-base': ('vit_base_patch16_clip_224', 768, 448)}
 
 
 def test_the_family_is_complete():
-    assert len(CONFIGS) == 16 + len(BEYOND_PAPER)
-    for arch in BEYOND_PAPER:
+    assert len(CONFIGS) == 16 + len(SUPPLEMENTARY) + len(BEYOND_PAPER)
+    for arch in (*SUPPLEMENTARY, *BEYOND_PAPER):
         assert f'dcal_{arch}_cub.py' in CONFIGS
     for arch in PAPER:
         for dataset in CLASSES:
@@ -52,8 +54,10 @@ def test_config_builds_and_runs_one_forward(name):
         assert cfg.train_dataloader.dataset.pipeline[2].crop_size == size == 28 * stride  # the paper's grid
         assert cfg.model.backbone.checkpoint_path is None
         return
-    model_name, width = PAPER[arch]
+    model_name, width = {**PAPER, **SUPPLEMENTARY}[arch]
     assert cfg.model.backbone.model_name == model_name and cfg.model.head.in_channels == width
+    assert (type(model.backbone.dcal).__name__ == 'DCALSwin') == (arch == 'swin-tiny') and (
+        model.head.glca_fc is None) == (arch == 'swin-tiny')  # Swin-T: PWCA only, as the paper
     assert cfg.model.head.num_classes == CLASSES[dataset][1]
     assert cfg.train_dataloader.dataset.type == CLASSES[dataset][0]
     # the paper's recipe (METHOD §7)
@@ -75,6 +79,10 @@ def test_paper_configs_name_a_timm_checkpoint_of_the_papers_fgvc_tag():
             tag = 'fb_in1k' if model_name.startswith('deit') else 'orig_in21k'
             assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{tag}.pth'
             assert PAPER_PRETRAINED_TAGS[model_name] == tag  # what pretrained=True downloads
+        if Path(name).stem[len('dcal_'):].rsplit('_', 1)[0] in SUPPLEMENTARY:  # the paper names no weights: ours
+            cfg = Config.fromfile(str(REPO / 'configs' / name))
+            model_name = cfg.model.backbone.model_name
+            assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{PAPER_PRETRAINED_TAGS[model_name]}.pth'
 
 
 @pytest.mark.parametrize('arch', sorted(BEYOND_PAPER))

@@ -18,6 +18,8 @@ CONFIGS = sorted(CONFIG_DIR.glob('*.yaml'))
 PAPER = {'deit-tiny': 'dcal_deit_tiny', 'deit-small': 'dcal_deit_small', 'deit-base': 'dcal_deit_base',
          'vit': 'dcal_vit_base', 'r50-vit': 'dcal_r50_vit_base'}
 SIZES = {'veri776': (256, 256), 'msmt17': (256, 128), 'market1501': (256, 128), 'dukemtmcreid': (256, 128)}
+# the paper's rows: each backbone on each data set, and the supplementary's Swin-T (PWCA only) on MSMT17
+PAPER_ROWS = [(backbone, dataset) for backbone in sorted(PAPER) for dataset in sorted(SIZES)] + [('swin-tiny', 'msmt17')]
 
 
 def load(path):
@@ -30,19 +32,18 @@ def load(path):
 def test_config_builds_its_model(path):
     cfg = load(path)
     model = build_dcal_reid(num_classes=11, **model_kwargs(cfg))
-    patch = cfg.model.timm_kwargs.get('patch_size', 14 if 'dinov2' in cfg.model.name else 16)
     assert model.dcal.vit.pretrained_cfg['architecture'] == MODEL_NAMES[cfg.model.name]
-    assert model.dcal.grid_size == (cfg.data.height // patch, cfg.data.width // patch)
+    assert tuple(model.dcal.vit.patch_embed.img_size) == (cfg.data.height, cfg.data.width)
     assert model.num_classes == 11
     assert cfg.data.sources == [{'msmt17': 'msmt17_trainval'}.get(cfg.data.targets[0], cfg.data.targets[0])]
 
 
-@pytest.mark.parametrize('backbone', sorted(PAPER))
-@pytest.mark.parametrize('dataset', sorted(SIZES))
+@pytest.mark.parametrize('backbone, dataset', PAPER_ROWS)
 def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     cfg = load(CONFIG_DIR / f'dcal_{backbone}_{dataset}.yaml')
     source = 'msmt17_trainval' if dataset == 'msmt17' else dataset  # MSMT17: train + val lists, as TransReID
-    assert cfg.model.name == PAPER[backbone] and cfg.data.sources == [source] and cfg.data.targets == [dataset]
+    assert cfg.model.use_glca == (backbone != 'swin-tiny')  # Swin-T: PWCA only, as the paper
+    assert cfg.model.name == dict(PAPER, **{'swin-tiny': 'dcal_swin_tiny'})[backbone] and cfg.data.sources == [source] and cfg.data.targets == [dataset]
     assert (cfg.data.height, cfg.data.width) == SIZES[dataset]
     assert (cfg.train.optim, cfg.train.lr, cfg.train.weight_decay, cfg.sgd.momentum) == ('sgd', 0.008, 1e-4, 0.9)
     assert (cfg.train.lr_scheduler, cfg.train.max_epoch, cfg.train.warmup_epochs) == ('cosine', 120, 5)
