@@ -41,7 +41,7 @@ if __package__ in (None, ''):  # run as a script: make ``benchmarks`` importable
 
 from benchmarks import measure, report  # noqa: E402
 from benchmarks.workloads import Workloads, build_workloads  # noqa: E402
-from dcal_plugin.core.dcal_vit import ROLLOUT_LABEL  # noqa: E402
+from dcal_plugin.core.dcal_model import ROLLOUT_LABEL  # noqa: E402
 
 CPU_CASES = (('deit_tiny_patch16_224', 224), ('deit_tiny_patch16_224', 448),
              ('deit_small_patch16_224', 224), ('deit_small_patch16_224', 448),

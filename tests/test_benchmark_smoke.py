@@ -173,7 +173,7 @@ def test_rollout_share_is_read_from_the_forwards_profiler_label():
 
     from benchmarks.measure import labelled_share
     from benchmarks.workloads import build_workloads
-    from dcal_plugin.core.dcal_vit import ROLLOUT_LABEL
+    from dcal_plugin.core.dcal_model import ROLLOUT_LABEL
 
     work = build_workloads('deit_tiny_patch16_224', 64, batch=2, device=torch.device('cpu'))
     work.eval_mode()

@@ -21,6 +21,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from dcal_plugin.core import DCALViT
 from dcal_plugin.mmpretrain import DCALClsHead, DCALVisionTransformer, build_trained_model
 
 MIN_OPSET = 18  # the lowest opset torch's exporter writes (older ones fail its conversion on this graph)
@@ -94,6 +95,9 @@ def check_exportable(classifier: nn.Module) -> nn.Module:
     if getattr(classifier, 'neck', None) is not None:
         raise SystemExit(f'a neck ({type(classifier.neck).__name__}) between backbone and head is not supported')
     dcal = classifier.backbone.dcal
+    if not isinstance(dcal, DCALViT):
+        raise SystemExit(f'ONNX export covers DCALViT models (ViT, DeiT, R50-ViT, DINOv2, CLIP), '
+                         f'not {type(dcal).__name__}')
     if dcal.plan(EXPORT_BATCH).glca_block is not None and dcal.query_selection == 'random':
         raise SystemExit('query_selection=\'random\' draws GLCA\'s queries at random in every call: export the '
                          'model with \'rollout\' (--cfg-options model.backbone.query_selection=rollout) or --sa-only')

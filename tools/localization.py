@@ -25,7 +25,7 @@ from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose
 from PIL import Image, ImageDraw
 
-from dcal_plugin.core import class_token_rollout, num_local_queries
+from dcal_plugin.core import DCALViT, class_token_rollout, num_local_queries
 from dcal_plugin.mmpretrain import build_trained_model, draw_rollouts
 from dcal_plugin.precision import add_precision_argument, run_in_precision
 
@@ -71,6 +71,8 @@ def top_share_inside(scores: torch.Tensor, inside: np.ndarray, count: int) -> fl
 def localization_scores(model, samples: List[dict], inside: List[np.ndarray]) -> Dict[str, float]:
     """Mean share inside the box of the top-R rollout patches and of the top-R last-block class attention patches."""
     dcal = model.backbone.dcal
+    if not isinstance(dcal, DCALViT):
+        raise ValueError(f'tools/localization.py reads DCALViT\'s per-block maps, not {type(dcal).__name__}\'s')
     count = num_local_queries(dcal.vit.patch_embed.num_patches, dcal.local_query_ratio)
     shares = {'rollout': [], 'last-layer attention': []}
     for start in range(0, len(samples), 32):

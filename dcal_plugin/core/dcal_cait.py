@@ -7,10 +7,9 @@ import torch.nn.functional as F
 from timm.models.cait import Cait
 from torch import Tensor, nn
 
-from .dcal_model import DCALModel, pwca_partner
-from .dcal_vit import QUERY_SELECTIONS, ROLLOUT_LABEL
+from .dcal_model import ROLLOUT_LABEL, DCALModel, pwca_partner
 from .output import DCALOutput
-from .rollout import num_local_queries, random_local_queries, select_local_queries
+from .rollout import random_local_queries, select_local_queries
 
 
 class DCALCaiT(DCALModel):
@@ -78,18 +77,7 @@ class DCALCaiT(DCALModel):
     ) -> None:
         super().__init__()
         _check_backbone(vit)
-        if query_selection not in QUERY_SELECTIONS:
-            raise ValueError(f'query_selection must be one of {QUERY_SELECTIONS}, got {query_selection!r}')
-        num_local_queries(vit.patch_embed.num_patches, local_query_ratio)
-        self.vit = vit
-        self.local_query_ratio = local_query_ratio
-        self.residual_weight = residual_weight
-        self.sa_only_inference = sa_only_inference
-        self.use_glca = use_glca
-        self.use_pwca = use_pwca
-        self.query_selection = query_selection
-        self.pwca_partner_gradient = pwca_partner_gradient
-        self.set_grad_checkpointing(grad_checkpointing)
+        self._keep_options(vit, locals())
         if use_glca:
             self.glca_block = copy.deepcopy(vit.blocks_token_only[-1])
             self.glca_norm = copy.deepcopy(vit.norm)
@@ -230,7 +218,7 @@ def class_attention_block(block: nn.Module, queries: Tensor, context: Tensor, pa
 @torch.no_grad()
 def class_attention_rollout(class_rows: Sequence[Tensor], patch_maps: Sequence[Tensor],
                             residual_weight: float = 0.5) -> Tensor:
-    """Patch scores ``[B, P]``: ``e₀ᵀ S̄_CAk ⋯ S̄_CA1`` over ``[class; patches]``, its patch part ``· S̄_L ⋯ S̄_1``.
+    """Patch scores ``[B, P]``: ``e₀ᵀ S̄_CAk ⋯ S̄_CA1`` over ``[class; patches]``, its patch part times ``S̄_L ⋯ S̄_1``.
 
     ``class_rows``: each class-attention block's head-mean class row ``[B, 1+P]``, first block
     first; ``S̄_CA`` has row 0 ``rownorm((1-α)·a + α·e₀)`` and identity rows for the patches.

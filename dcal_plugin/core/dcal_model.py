@@ -9,8 +9,12 @@ from torch import Tensor, nn
 
 from .checkpoint import check_fits, load_timm_checkpoint, load_timm_state_dict
 from .pretrained import SUPPORTED_MODELS, create_timm_model
+from .rollout import num_local_queries
 
 DERANGEMENT_DRAWS = 64  # permutations drawn at once for a PWCA partner assignment
+QUERY_SELECTIONS = ('rollout', 'random')
+# torch.profiler label of the forward's class-token rollout and top-R selection (benchmarks time it by this name)
+ROLLOUT_LABEL = 'dcal_rollout_and_selection'
 
 
 class DCALModel(nn.Module):
@@ -68,6 +72,23 @@ class DCALModel(nn.Module):
         """DCAL's options, the arguments of ``__init__`` after the backbone, with their defaults."""
         parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
         return {parameter.name: parameter.default for parameter in parameters}
+
+    def _keep_options(self, vit: nn.Module, options: Dict[str, Any]) -> None:
+        """Keep the backbone as ``vit`` and each DCAL option in ``options`` (the caller's ``locals()``) as an attribute.
+
+        Checks what the families share: ``query_selection`` and ``local_query_ratio`` (R of the
+        backbone's patches); ``grad_checkpointing`` is set through timm's switch.
+        """
+        values = {name: options[name] for name in self.option_defaults()}
+        if values.get('query_selection', QUERY_SELECTIONS[0]) not in QUERY_SELECTIONS:
+            raise ValueError(f'query_selection must be one of {QUERY_SELECTIONS}, got {values["query_selection"]!r}')
+        if 'local_query_ratio' in values:
+            num_local_queries(vit.patch_embed.num_patches, values['local_query_ratio'])
+        self.vit = vit
+        for name, value in values.items():
+            if name != 'grad_checkpointing':
+                setattr(self, name, value)
+        self.set_grad_checkpointing(values['grad_checkpointing'])
 
     @property
     def grad_checkpointing(self) -> bool:
@@ -130,7 +151,7 @@ class DCALModel(nn.Module):
 
 
 def pwca_partner(batch: int, distractor_index: Optional[Tensor], device: torch.device) -> Tensor:
-    """Each image's PWCA distractor ``[B]``: validated, or drawn uniformly among the permutations without fixed points."""
+    """Each image's PWCA distractor ``[B]``: validated, or drawn uniformly among the derangements of the batch."""
     if batch < 2:
         raise ValueError('PWCA pairs each image with another image of its mini-batch: train mode needs a '
                          f'batch of at least 2 images, got {batch} (use model.eval() for inference)')

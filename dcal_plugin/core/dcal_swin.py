@@ -1,4 +1,4 @@
-"""DCAL on a timm Swin Transformer as the paper ran it: SA and PWCA, no GLCA (METHOD §9, the supplementary's Swin-T row)."""
+"""DCAL on a timm Swin Transformer as the paper ran it: SA and PWCA, no GLCA (METHOD §9, the supplementary's Swin-T)."""
 from typing import Optional, Tuple
 
 import torch
@@ -46,10 +46,7 @@ class DCALSwin(DCALModel):
         if not vit.head.global_pool.is_identity() and vit.head.global_pool.pool_type != 'avg':
             raise ValueError(f'DCALSwin classifies the averaged tokens: global_pool must be "avg", got '
                              f'{vit.head.global_pool.pool_type!r}')
-        self.vit = vit
-        self.use_pwca = use_pwca
-        self.pwca_partner_gradient = pwca_partner_gradient
-        self.set_grad_checkpointing(grad_checkpointing)
+        self._keep_options(vit, locals())
 
     @property
     def grad_checkpointing(self) -> bool:
@@ -63,7 +60,7 @@ class DCALSwin(DCALModel):
         return reduction, reduction
 
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
-        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput` (SA, and PWCA in train mode); ``distractor_index [B]`` pairs them."""
+        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput` (SA; PWCA in train mode); ``distractor_index [B]`` pairs them."""
         x = x.to(self.vit.patch_embed.proj.weight.dtype)
         if not (self.training and self.use_pwca):
             sa_feature, sa_logits = self._head(self.vit.forward_features(x))

@@ -9,15 +9,12 @@ from torch import Tensor, nn
 from .attention import MapRows
 from .attention_map_kernel import softmax_with_head_mean
 from .blocks import global_local_cross_attention_block, self_and_pair_attention_block
-from .dcal_model import DCALModel, pwca_partner
+from .dcal_model import ROLLOUT_LABEL, DCALModel, pwca_partner
 from .deferred_map import AttentionMap, read_map
 from .forward_plan import ForwardPlan
 from .output import DCALOutput
-from .rollout import class_token_rollout, num_local_queries, random_local_queries, select_local_queries
+from .rollout import class_token_rollout, random_local_queries, select_local_queries
 
-QUERY_SELECTIONS = ('rollout', 'random')
-# torch.profiler label of the forward's class-token rollout and top-R selection (benchmarks time it by this name)
-ROLLOUT_LABEL = 'dcal_rollout_and_selection'
 
 class DCALViT(DCALModel):
     """Dual Cross-Attention Learning around a timm ``VisionTransformer`` (`paper <https://arxiv.org/abs/2205.02151>`_).
@@ -82,23 +79,12 @@ class DCALViT(DCALModel):
     ) -> None:
         super().__init__()
         _check_backbone(vit)
-        if query_selection not in QUERY_SELECTIONS:
-            raise ValueError(f'query_selection must be one of {QUERY_SELECTIONS}, got {query_selection!r}')
         depth = len(vit.blocks)
         if not -depth <= glca_block_index < depth:
             raise ValueError(f'glca_block_index must lie in [{-depth}, {depth - 1}], got {glca_block_index}')
-        num_local_queries(vit.patch_embed.num_patches, local_query_ratio)
-        self.vit = vit
-        self.local_query_ratio = local_query_ratio
+        self._keep_options(vit, locals())
         self.glca_block_index = glca_block_index % depth
-        self.residual_weight = residual_weight
-        self.sa_only_inference = sa_only_inference
-        self.use_glca = use_glca
-        self.use_pwca = use_pwca
-        self.query_selection = query_selection
-        self.pwca_partner_gradient = pwca_partner_gradient
         self.softmax_with_head_mean = softmax_with_head_mean
-        self.set_grad_checkpointing(grad_checkpointing)
         if use_glca:
             self.glca_block = copy.deepcopy(vit.blocks[self.glca_block_index])
             self.glca_norm = copy.deepcopy(vit.norm)

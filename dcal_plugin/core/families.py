@@ -1,6 +1,7 @@
 """The DCAL model for a timm model name: ``DCALViT`` (ViT, DeiT, hybrids, DINOv2, CLIP), ``DCALSwin``, ``DCALCaiT``."""
 from typing import Any, Dict, Type
 
+import timm
 from timm.models import model_entrypoint
 
 from .dcal_cait import DCALCaiT
@@ -16,11 +17,9 @@ _GLCA_OPTIONS = ('local_query_ratio', 'glca_block_index', 'residual_weight', 'sa
 
 def dcal_family(model_name: str) -> Type[DCALModel]:
     """The DCAL class that wraps timm's ``model_name``."""
-    try:
-        module = model_entrypoint(model_name).__module__
-    except RuntimeError:  # unknown to timm: DCALViT.from_timm says so with similar names
+    if not timm.is_model(model_name):  # DCALViT.from_timm says so, with similar names
         return DCALViT
-    return _FAMILIES.get(module, DCALViT)
+    return _FAMILIES.get(model_entrypoint(model_name).__module__, DCALViT)
 
 
 def dcal_from_timm(model_name: str, **kwargs: Any) -> DCALModel:
@@ -47,4 +46,5 @@ def dcal_from_timm(model_name: str, **kwargs: Any) -> DCALModel:
         raise ValueError(f'{family.__name__} ({model_name}) has no option {", ".join(changed)}')
     return family.from_timm(model_name, **{name: value for name, value in kwargs.items()
                                            if name in options or name not in vit_options})
+
 

@@ -17,7 +17,7 @@ from .attention import attention_dropout
 
 def self_and_pair_window_block(
         block: nn.Module, x: Tensor, partner: Optional[Tensor] = None, partner_gradient: bool = True) -> Tensor:
-    """One Swin block on the SA stream ``[B, H, W, C]``, or on ``[SA; PWCA]`` stacked ``[2B, H, W, C]`` with ``partner``.
+    """One Swin block on the SA stream ``[B, H, W, C]``, or on ``[SA; PWCA]`` ``[2B, H, W, C]`` with ``partner``.
 
     In each (shifted) window, PWCA row ``b`` attends over its own keys/values of that window
     concatenated with those of SA row ``partner[b]`` in the same window at this block; both halves
@@ -50,7 +50,7 @@ def self_and_pair_window_block(
 
 def window_attention(attn: nn.Module, windows: Tensor, mask: Optional[Tensor], num_sa: int,
                      partner: Optional[Tensor] = None, partner_gradient: bool = True) -> Tensor:
-    """A timm ``WindowAttention`` on windows ``[S·nW, A, C]`` (image-major) -> ``[S·nW, A, C]``; PWCA rows after ``num_sa`` images.
+    """A timm ``WindowAttention`` on windows ``[S·nW, A, C]`` (image-major) -> ``[S·nW, A, C]``; PWCA after ``num_sa``.
 
     ``mask`` ``[nW, A, A]`` (0 / -100, the shifted-window mask) or None. SA windows attend as in
     timm; a PWCA window over ``2A`` keys: its own, then its partner's SA window at the same place.

@@ -50,7 +50,7 @@ class BranchFeatures(NamedTuple):
 
 @MODELS.register_module()
 class DCALVisionTransformer(BaseModule):
-    """DCAL on a timm ViT/DeiT/R50-hybrid/Swin/CaiT, returning the branch features ``(sa, glca, pwca)``, :class:`BranchFeatures`.
+    """DCAL on a timm ViT/DeiT/R50-hybrid/Swin/CaiT, returning the branch features :class:`BranchFeatures`.
 
     The core model is the family's (:func:`~dcal_plugin.core.families.dcal_from_timm`): ``DCALViT``,
     ``DCALSwin`` (PWCA only, as the paper: GLCA None; needs ``use_glca=False``) or ``DCALCaiT``.
@@ -167,7 +167,8 @@ class DCALVisionTransformer(BaseModule):
         as little; GLCA's norm gets the final norm's depth.
         """
         if not isinstance(self.dcal, DCALViT):
-            raise NotImplementedError(f'layer-wise lr decay is defined for ViT backbones, not {type(self.dcal).__name__}')
+            raise NotImplementedError('layer-wise lr decay is defined for ViT backbones, '
+                                      f'not {type(self.dcal).__name__}')
         num_depths = len(self.dcal.vit.blocks) + 2
         if not param_name.startswith(prefix):  # the head
             return num_depths - 1, num_depths

@@ -82,7 +82,8 @@ def test_paper_configs_name_a_timm_checkpoint_of_the_papers_fgvc_tag():
         if Path(name).stem[len('dcal_'):].rsplit('_', 1)[0] in SUPPLEMENTARY:  # the paper names no weights: ours
             cfg = Config.fromfile(str(REPO / 'configs' / name))
             model_name = cfg.model.backbone.model_name
-            assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{PAPER_PRETRAINED_TAGS[model_name]}.pth'
+            tag = PAPER_PRETRAINED_TAGS[model_name]
+            assert cfg.model.backbone.checkpoint_path == f'checkpoints/{model_name}.{tag}.pth'
 
 
 @pytest.mark.parametrize('arch', sorted(BEYOND_PAPER))

@@ -4,6 +4,8 @@ import pytest
 from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 
+from dcal_plugin.mmpretrain import draw_rollouts
+
 from .conftest import small_config
 
 MODELS = {  # name: (backbone options, feature width, image size)
@@ -34,6 +36,8 @@ def test_swin_trains_pwca_only_and_tests_through_the_runner(digits_roots, tmp_pa
     metrics = runner.test()
     assert 0 <= metrics['accuracy/top1'] <= 100 and 'dcal/glca_top1' not in metrics
     assert not list((tmp_path / 'work').rglob('rollout_*.png'))  # no rollout to draw
+    with pytest.raises(ValueError, match='no attention rollout'):
+        draw_rollouts(runner.model, [runner.val_dataloader.dataset[0]])
 
 
 def test_swin_refuses_glca(digits_roots, tmp_path):
@@ -65,3 +69,5 @@ def test_cait_trains_all_three_branches_and_tests_through_the_runner(digits_root
     metrics = runner.test()
     assert 0 <= metrics['accuracy/top1'] <= 100 and 'dcal/glca_top1' in metrics
     assert list((tmp_path / 'work').rglob('rollout_*.png'))  # the class token's rollout, drawn
+    [picture] = draw_rollouts(runner.model, [runner.val_dataloader.dataset[0]])
+    assert picture.shape == (32, 3 * 32 + 8, 3)

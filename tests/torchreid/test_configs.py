@@ -19,7 +19,8 @@ PAPER = {'deit-tiny': 'dcal_deit_tiny', 'deit-small': 'dcal_deit_small', 'deit-b
          'vit': 'dcal_vit_base', 'r50-vit': 'dcal_r50_vit_base'}
 SIZES = {'veri776': (256, 256), 'msmt17': (256, 128), 'market1501': (256, 128), 'dukemtmcreid': (256, 128)}
 # the paper's rows: each backbone on each data set, and the supplementary's Swin-T (PWCA only) on MSMT17
-PAPER_ROWS = [(backbone, dataset) for backbone in sorted(PAPER) for dataset in sorted(SIZES)] + [('swin-tiny', 'msmt17')]
+PAPER_ROWS = [(backbone, dataset) for backbone in sorted(PAPER) for dataset in sorted(SIZES)]
+PAPER_ROWS.append(('swin-tiny', 'msmt17'))
 
 
 def load(path):
@@ -43,7 +44,8 @@ def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     cfg = load(CONFIG_DIR / f'dcal_{backbone}_{dataset}.yaml')
     source = 'msmt17_trainval' if dataset == 'msmt17' else dataset  # MSMT17: train + val lists, as TransReID
     assert cfg.model.use_glca == (backbone != 'swin-tiny')  # Swin-T: PWCA only, as the paper
-    assert cfg.model.name == dict(PAPER, **{'swin-tiny': 'dcal_swin_tiny'})[backbone] and cfg.data.sources == [source] and cfg.data.targets == [dataset]
+    assert cfg.model.name == dict(PAPER, **{'swin-tiny': 'dcal_swin_tiny'})[backbone]
+    assert cfg.data.sources == [source] and cfg.data.targets == [dataset]
     assert (cfg.data.height, cfg.data.width) == SIZES[dataset]
     assert (cfg.train.optim, cfg.train.lr, cfg.train.weight_decay, cfg.sgd.momentum) == ('sgd', 0.008, 1e-4, 0.9)
     assert (cfg.train.lr_scheduler, cfg.train.max_epoch, cfg.train.warmup_epochs) == ('cosine', 120, 5)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 torchreid = pytest.importorskip('torchreid')
 
-from dcal_plugin.core import DCALViT  # noqa: E402
+from dcal_plugin.core import DCALViT, dcal_vit  # noqa: E402
 from dcal_plugin.torchreid import DCALReID, build_dcal_reid  # noqa: E402
 from dcal_plugin.torchreid.engine import DCALEngine  # noqa: E402
 
@@ -67,7 +67,7 @@ def test_pwca_never_runs_in_eval(monkeypatch):
 
     def no_partner(*args):
         raise AssertionError('PWCA partner requested')
-    monkeypatch.setattr(DCALViT, '_partner', staticmethod(no_partner))
+    monkeypatch.setattr(dcal_vit, 'pwca_partner', no_partner)
     with torch.no_grad():
         model(x)
     with pytest.raises(AssertionError, match='PWCA partner'):
