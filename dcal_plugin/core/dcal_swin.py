@@ -43,7 +43,7 @@ class DCALSwin(DCALModel):
         super().__init__()
         if not isinstance(vit, SwinTransformer):
             raise ValueError(f'DCALSwin needs a timm SwinTransformer, got {type(vit).__name__}')
-        if not vit.head.global_pool.is_identity() and vit.head.global_pool.pool_type != 'avg':
+        if vit.head.global_pool.pool_type != 'avg':
             raise ValueError(f'DCALSwin classifies the averaged tokens: global_pool must be "avg", got '
                              f'{vit.head.global_pool.pool_type!r}')
         self._keep_options(vit, locals())

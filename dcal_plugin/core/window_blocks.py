@@ -76,5 +76,5 @@ def window_attention(attn: nn.Module, windows: Tensor, mask: Optional[Tensor], n
         pair_out = F.scaled_dot_product_attention(q[sa_rows:], pair_keys, pair_values,
                                                   attn_mask=torch.cat([sa_bias, sa_bias], dim=-1), dropout_p=dropout_p)
         out = torch.cat([out, pair_out])
-    out = out.transpose(1, 2).reshape(count, area, channels)
+    out = out.transpose(1, 2).reshape(count, area, -1)  # heads x head_dim, which timm lets differ from C
     return attn.proj_drop(attn.proj(out))

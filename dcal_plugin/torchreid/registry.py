@@ -29,7 +29,8 @@ MODEL_NAMES = {
 # build_model names: each model on the paper's person grid, 16x8 patches (torchreid's default 256x128 for patch 16,
 # 224x112 for DINOv2's patch 14), under its own name, and on the paper's VeRi-776 grid, 16x16 patches, as NAME_HxW
 # (NAME_256x256, NAME_224x224). Built with timm's dynamic_img_size: each takes any size a data manager gives
-# (position embeddings interpolated as timm does); build_dcal_reid builds any other size.
+# (a ViT's position embeddings interpolated as timm does; Swin-T, at the same pixel sizes, builds its masks per input
+# and keeps the window sizes of the size it was built at); build_dcal_reid builds any other size.
 FACTORY_GRIDS = {'': (16, 8), 'square': (16, 16)}
 FACTORY_NAMES = {
     f'{name}_{16 * stride}x{16 * stride}' if kind else name: (timm_name, (grid[0] * stride, grid[1] * stride))

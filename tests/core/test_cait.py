@@ -345,3 +345,11 @@ def test_bfloat16_autocast_on_cpu():
         assert torch.equal(dcal_cait.class_attention_rollout(rows, maps), want)
     sum(logits.float().sum() for logits in (out.sa_logits, out.glca_logits, out.pwca_logits)).backward()
     assert all(torch.isfinite(param.grad).all() for param in model.parameters() if param.grad is not None)
+
+
+def test_drop_path_drops_the_talking_heads_branches_as_timm():
+    model, x = build(vit_kwargs=dict(drop_path_rate=1.0)).train(), images(1)  # every talking-heads branch dropped
+    out = model(torch.cat([x, x]), distractor_index=torch.tensor([1, 0]))
+    expected = model.vit(x)  # timm's train forward: as deterministic (its class-attention blocks have no drop path)
+    torch.testing.assert_close(out.sa_logits[:1], expected, rtol=0, atol=BOUND)
+    torch.testing.assert_close(out.pwca_logits, out.sa_logits, rtol=0, atol=BOUND)

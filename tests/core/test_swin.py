@@ -2,6 +2,7 @@
 import pytest
 import timm
 import torch
+from timm.layers import DropPath
 from timm.models.swin_transformer import window_partition, window_reverse
 
 from dcal_plugin.core.dcal_swin import DCALSwin
@@ -12,10 +13,10 @@ SIZES = [(64, 64), (64, 40)]
 BOUND = 1e-5
 
 
-def build(size=(64, 64), **kwargs):
+def build(size=(64, 64), timm_kwargs=None, **kwargs):
     torch.manual_seed(0)
     vit = timm.create_model('swin_tiny_patch4_window7_224', img_size=size, window_size=4, depths=(2, 2),
-                            num_heads=(2, 4), embed_dim=24, num_classes=5, drop_path_rate=0.0)
+                            num_heads=(2, 4), embed_dim=24, num_classes=5, **{'drop_path_rate': 0.0, **(timm_kwargs or {})})
     with torch.no_grad():  # relative position biases as trained models have them, not timm's init of std 0.02
         for stage in vit.layers:
             for block in stage.blocks:
@@ -126,6 +127,38 @@ def test_bf16_autocast_trains_with_finite_outputs():
     (out.sa_logits.float().sum() + out.pwca_logits.float().sum()).backward()
     assert torch.isfinite(out.pwca_logits.float()).all()
     assert all(torch.isfinite(parameter.grad).all() for parameter in model.parameters())
+
+
+def test_a_dynamic_size_model_at_other_sizes_keeps_timms_masks_and_the_pair_property():
+    model = build((64, 64), timm_kwargs=dict(dynamic_img_size=True)).train()  # masks built per input, as timm
+    for size in ((64, 40), (96, 64)):
+        x = images(size, batch=1)
+        out = model(torch.cat([x, x]), distractor_index=torch.tensor([1, 0]))
+        torch.testing.assert_close(out.sa_logits[:1], model.vit(x), rtol=0, atol=BOUND)
+        torch.testing.assert_close(out.pwca_logits, out.sa_logits, rtol=0, atol=BOUND)
+
+
+def test_drop_path_drops_the_residual_branches_of_both_streams_as_timm():
+    model, x = build().train(), images()
+    for stage in model.vit.layers:
+        for block in stage.blocks:
+            block.drop_path1 = block.drop_path2 = DropPath(1.0)  # every residual branch dropped
+    out = model(x, distractor_index=torch.tensor([1, 2, 0]))
+    expected = model.vit(x)  # timm's train forward: as deterministic, with every branch dropped
+    torch.testing.assert_close(out.sa_logits, expected, rtol=0, atol=BOUND)
+    torch.testing.assert_close(out.pwca_logits, expected, rtol=0, atol=BOUND)
+
+
+def test_heads_of_another_width_than_the_tokens_train():
+    model, x = build(timm_kwargs=dict(head_dim=16)).train(), images()  # 2 heads x 16 != 24 channels
+    out = model(x, distractor_index=torch.tensor([1, 2, 0]))
+    torch.testing.assert_close(out.sa_logits, model.vit(x), rtol=0, atol=BOUND)
+
+
+def test_a_swin_that_does_not_average_its_tokens_is_refused():
+    with pytest.raises(ValueError, match='global_pool must be "avg"'):
+        DCALSwin(timm.create_model('swin_tiny_patch4_window7_224', img_size=64, window_size=4, depths=(2, 2),
+                                   num_heads=(2, 4), embed_dim=24, global_pool=''))
 
 
 def test_the_family_factory_builds_swin_pwca_only_from_every_adapters_options():

@@ -71,3 +71,33 @@ def test_cait_trains_all_three_branches_and_tests_through_the_runner(digits_root
     assert list((tmp_path / 'work').rglob('rollout_*.png'))  # the class token's rollout, drawn
     [picture] = draw_rollouts(runner.model, [runner.val_dataloader.dataset[0]])
     assert picture.shape == (32, 3 * 32 + 8, 3)
+
+
+@pytest.mark.parametrize('config, reduced', [
+    ('dcal_deit-tiny_cub.py', dict(depth=1, img_size=32)),
+    ('dcal_dinov2-small-reg4_cub.py', dict(depth=1, img_size=28)),  # LayerScale, 4 registers
+    ('dcal_swin-tiny_cub.py', dict(depths=(1, 1, 1, 1), img_size=64)),  # relative position bias tables
+    ('dcal_cait-xs24_cub.py', dict(depth=1, img_size=32)),  # CaiT's layer scales gamma_1, gamma_2
+])
+def test_the_fgvc_recipe_decays_the_backbone_as_timms_optimizer_factory(config, reduced):
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    from timm.optim._param_groups import param_groups_weight_decay
+
+    from .conftest import REPO
+
+    cfg = Config.fromfile(str(REPO / 'configs' / config))
+    cfg.model.backbone.update(checkpoint_path=None, **reduced)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+        optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    vit = model.backbone.dcal.vit
+    undecayed = {id(parameter) for group in optimizer.param_groups if group['weight_decay'] == 0
+                 for parameter in group['params']}
+    names = {id(parameter): name for name, parameter in vit.named_parameters()}
+    ours = {names[key] for key in undecayed if key in names}
+    [timms_undecayed, _] = param_groups_weight_decay(vit, 0.05, no_weight_decay_list=vit.no_weight_decay())
+    assert timms_undecayed['weight_decay'] == 0
+    assert ours == {names[id(parameter)] for parameter in timms_undecayed['params']}

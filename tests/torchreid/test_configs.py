@@ -35,6 +35,11 @@ def test_config_builds_its_model(path):
     model = build_dcal_reid(num_classes=11, **model_kwargs(cfg))
     assert model.dcal.vit.pretrained_cfg['architecture'] == MODEL_NAMES[cfg.model.name]
     assert tuple(model.dcal.vit.patch_embed.img_size) == (cfg.data.height, cfg.data.width)
+    if 'swin' in cfg.model.name:  # PWCA only; its last stage's tokens are 32 pixels
+        assert not model.dcal.use_glca and model.dcal.patch_stride == (32, 32)
+        return
+    patch = cfg.model.timm_kwargs.get('patch_size', 14 if 'dinov2' in cfg.model.name else 16)
+    assert model.dcal.grid_size == (cfg.data.height // patch, cfg.data.width // patch)
     assert model.num_classes == 11
     assert cfg.data.sources == [{'msmt17': 'msmt17_trainval'}.get(cfg.data.targets[0], cfg.data.targets[0])]
 

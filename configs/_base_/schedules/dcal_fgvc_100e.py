@@ -5,14 +5,19 @@
 optim_wrapper = dict(
     constructor='DCALOptimWrapperConstructor',  # mmengine's default, compile=True-able (dcal_plugin/mmpretrain)
     optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.05),  # DeiT's betas (0.9, 0.999) and eps 1e-8
-    # [ours, from DeiT: the paper says nothing] no decay on norms, biases, position embedding and class token (timm's
-    # optimizer factory in DeiT's training script), nor on the uncertainty weights' log-variances
+    # [ours, from DeiT: the paper says nothing] no decay where timm's optimizer factory (DeiT's training script) puts
+    # none: norms, biases, 1-D layer scales (LayerScale's .gamma, CaiT's gamma_1/2), position embedding, class, register
+    # and distillation tokens, Swin's relative position bias tables; nor on the uncertainty weights' log-variances
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,
         custom_keys={
             '.pos_embed': dict(decay_mult=0.0),
             '.cls_token': dict(decay_mult=0.0),
+            '.reg_token': dict(decay_mult=0.0),
+            '.dist_token': dict(decay_mult=0.0),
+            '.gamma': dict(decay_mult=0.0),
+            '.relative_position_bias_table': dict(decay_mult=0.0),
             'loss_weighting.log_vars': dict(decay_mult=0.0),
         }),
 )
