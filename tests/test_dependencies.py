@@ -37,3 +37,10 @@ def test_each_declared_range_holds_its_pin_and_the_installed_version(requirement
 def test_every_pin_is_a_single_exact_version():
     lines = [line for line in (REPO / 'constraints.txt').read_text().splitlines() if line and not line.startswith('#')]
     assert lines and all(line.count('==') == 1 and ' ' not in line for line in lines)
+
+
+def test_the_torchreid_extra_keeps_the_official_torchreid_and_admits_pypis_repackaging():
+    [torchreid] = [requirement for requirement in declared_requirements() if requirement.name == 'torchreid']
+    # 1.4.0: KaiyangZhou/deep-person-reid installed from source, what its users hold; 0.2.5: PyPI's repackaging
+    assert torchreid.specifier.contains('1.4.0') and torchreid.specifier.contains('0.2.5')
+    assert not torchreid.specifier.contains('2.0.0')  # a future major version is not assumed to fit

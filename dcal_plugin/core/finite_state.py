@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .losses import NonFiniteLossError
+from .losses import NonFiniteLossError, diverged
 
 # A weight beyond it squares to inf in float32 (|w| > 1.8e19): no float32 forward can use it.
 WEIGHT_LIMIT = float(torch.finfo(torch.float32).max) ** 0.5
@@ -35,10 +35,7 @@ def check_finite_state(model: nn.Module, optimizer: Optional[torch.optim.Optimiz
             largest = float(tensor.detach().abs().max())
             what = 'inf' if largest == float('inf') else (
                 f'values of magnitude {largest:.3g} (beyond {WEIGHT_LIMIT:.2g}, whose square overflows float32)')
-        raise NonFiniteStateError(
-            f'training stopped at {step}: {name} holds {what}. The run diverged (try a lower learning rate, '
-            'gradient clipping, or check the inputs); no checkpoint of this state was written, so the latest one '
-            'holds finite weights')
+        raise NonFiniteStateError(diverged(step, f'{name} holds {what}'))
 
 
 def state_items(model: nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> List[Item]:

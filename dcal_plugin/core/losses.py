@@ -86,6 +86,10 @@ def check_finite(values: Mapping[str, Optional[Union[Tensor, float]]], step: str
         if isinstance(value, Tensor):
             value = value.detach()
         if value is not None and not math.isfinite(float(value)):
-            raise NonFiniteLossError(
-                f'training stopped at {step}: {name} is {float(value)}. The run diverged (try a lower learning rate '
-                'or check the inputs); no checkpoint was written after it, so the latest one holds finite weights')
+            raise NonFiniteLossError(diverged(step, f'{name} is {float(value)}'))
+
+
+def diverged(step: str, what: str) -> str:
+    """The message of a run stopped at ``step`` because ``what`` (e.g. ``'loss_sa is nan'``) is not finite."""
+    return (f'training stopped at {step}: {what}. The run diverged (try a lower learning rate, gradient clipping, or '
+            'check the inputs); no checkpoint of this state was written, so the latest one holds finite weights')

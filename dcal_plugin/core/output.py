@@ -1,5 +1,5 @@
 """The named outputs of a DCAL forward pass, and the predictions the paper makes from them (METHOD §6)."""
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -33,13 +33,10 @@ class DCALOutput(NamedTuple):
 
     @property
     def fgvc_prediction(self) -> Tensor:
-        """FGVC class scores ``softmax(sa_logits) + softmax(glca_logits)`` ``[B, K]`` (SA alone without GLCA)."""
+        """FGVC class scores ``[B, K]``: :func:`fused_scores` of SA's and GLCA's logits (SA's alone without GLCA)."""
         if self.sa_logits is None:
             raise ValueError('the model was built with num_classes=0: there are no class scores')
-        scores = self.sa_logits.softmax(dim=-1)
-        if self.glca_logits is not None:
-            scores = scores + self.glca_logits.softmax(dim=-1)
-        return scores
+        return fused_scores(self.sa_logits, self.glca_logits)[0]
 
     @property
     def reid_feature(self) -> Tensor:
@@ -47,3 +44,16 @@ class DCALOutput(NamedTuple):
         if self.glca_feature is None:
             return self.sa_feature
         return torch.cat([self.sa_feature, self.glca_feature], dim=-1)
+
+
+def fused_scores(sa_logits: Tensor, glca_logits: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """The paper's FGVC prediction (METHOD §6) ``[B, K]`` and the branch probabilities ``{'sa', 'glca': [B, K]}``.
+
+    The paper adds ``softmax(z_SA) + softmax(z_GLCA)`` and takes the argmax; the scores here are that
+    sum halved, so that they stay a distribution (same argmax); SA's probabilities alone without
+    GLCA. Float32 in every precision (toolboxes take scores to numpy).
+    """
+    branches = {'sa': sa_logits.float().softmax(dim=-1)}
+    if glca_logits is not None:
+        branches['glca'] = glca_logits.float().softmax(dim=-1)
+    return torch.stack(list(branches.values())).mean(dim=0), branches

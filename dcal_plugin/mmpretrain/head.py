@@ -8,6 +8,7 @@ from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
 from ..core import BRANCHES, LOG_VAR_BOUNDS, UncertaintyWeightedLoss
+from ..core.output import fused_scores
 
 
 @MODELS.register_module()
@@ -103,11 +104,9 @@ class DCALClsHead(ClsHead):
 
     @staticmethod
     def scores(logits: Sequence[Optional[Tensor]]) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Branch logits ``(sa, glca[, pwca])`` ``[B, K]`` or None -> ``pred_score`` ``[B, K]`` and ``{branch: softmax [B, K]}``.
+        """Branch logits ``(sa, glca[, pwca])`` ``[B, K]`` or None -> ``pred_score`` ``[B, K]`` and ``{branch: softmax}``.
 
-        ``pred_score`` is the mean of the SA and GLCA probabilities present (SA's alone without GLCA); scores are
-        float32 in every precision (mmpretrain's inferencer and metrics take them to numpy).
+        The core's :func:`~dcal_plugin.core.output.fused_scores`: the mean of the SA and GLCA
+        probabilities (SA's alone without GLCA), float32.
         """
-        branch_scores = {name: value.float().softmax(dim=-1) for name, value in zip(BRANCHES[:2], logits[:2])
-                         if value is not None}
-        return torch.stack(list(branch_scores.values())).mean(dim=0), branch_scores
+        return fused_scores(logits[0], logits[1])

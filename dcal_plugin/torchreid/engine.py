@@ -14,6 +14,7 @@ from ..work_dir_lock import WorkDirLock
 from .checkpoint import save_checkpoint
 from .images import check_datamanager_images, images_read_or_named
 from .losses import SoftMarginTripletLoss
+from .evaluation import RankResult, score_branches
 from .meters import DeviceMeters
 from .model import DCALReID
 
@@ -95,6 +96,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         self.meters = DeviceMeters()
         self.print_freq = 1  # train() sets torchreid's; a step called on its own returns its meters
         self.seed = seed
+        self.branch_results: Dict[str, Dict[str, RankResult]] = {}  # each test set's branches, at the last test
+        self._extracted: Optional[List[list]] = None  # [features, pids, camids] per batch while a test extracts
 
     @property
     def dcal_reid(self) -> DCALReID:
@@ -117,6 +120,41 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
             if not test_only:
                 check_datamanager_images(self.datamanager)
             super().run(*args, **kwargs)
+
+    def _evaluate(self, dataset_name: str = '', query_loader=None, gallery_loader=None, **kwargs) -> Tuple[float, float]:
+        """torchreid's test of the retrieval feature; the features it extracts also score each branch.
+
+        ``branch_results[dataset_name]`` then holds :func:`~dcal_plugin.torchreid.evaluation.score_branches`
+        of them, with the test's distance, normalisation, metric and re-ranking: no second extraction.
+        """
+        self._extracted = []
+        try:
+            result = super()._evaluate(dataset_name=dataset_name, query_loader=query_loader,
+                                       gallery_loader=gallery_loader, **kwargs)
+            features, pids, camids = (torch.cat(column) for column in zip(*self._extracted))
+        finally:
+            self._extracted = None
+        split = len(query_loader.dataset)
+        self.branch_results[dataset_name] = score_branches(
+            self.dcal_reid, (features[:split], pids[:split].numpy(), camids[:split].numpy()),
+            (features[split:], pids[split:].numpy(), camids[split:].numpy()),
+            kwargs.get('dist_metric', 'euclidean'), kwargs.get('normalize_feature', False),
+            kwargs.get('use_metric_cuhk03', False), kwargs.get('rerank', False))
+        return result
+
+    def parse_data_for_eval(self, data: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """torchreid's ``(imgs, pids, camids)``; during a test, the pids and camids are kept with the features."""
+        imgs, pids, camids = super().parse_data_for_eval(data)
+        if self._extracted is not None:
+            self._extracted.append([None, torch.as_tensor(pids).cpu(), torch.as_tensor(camids).cpu()])
+        return imgs, pids, camids
+
+    def extract_features(self, input: Tensor) -> Tensor:
+        """The model's eval feature ``[B, 2C]``; during a test, kept (on the CPU) with the batch's ids."""
+        features = super().extract_features(input)
+        if self._extracted is not None:
+            self._extracted[-1][0] = features.detach().float().cpu()
+        return features
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers: Optional[List[str]] = None) -> None:
         """torchreid's epoch, seeded from ``(seed, epoch)`` if a seed was given (a resumed run repeats the uninterrupted one).

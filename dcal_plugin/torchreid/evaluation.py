@@ -36,28 +36,46 @@ def extract_features(engine, loader) -> Tuple[Tensor, np.ndarray, np.ndarray]:
 
 
 def evaluate_branches(engine, dist_metric: str = 'euclidean', normalize_feature: bool = False,
-                      use_metric_cuhk03: bool = False) -> Dict[str, Dict[str, RankResult]]:
+                      use_metric_cuhk03: bool = False, rerank: bool = False) -> Dict[str, Dict[str, RankResult]]:
     """``{test set: {'SA' | 'GLCA' | 'SA+GLCA': RankResult}}`` for a DCALEngine's model on its test loaders.
 
-    Without GLCA only 'SA' is scored. The eval feature ``[N, 2C]`` is split into SA ``[:, :C]`` and GLCA ``[:, C:]``; each of the
-    three is normalised (if asked), compared with torchreid's ``compute_distance_matrix`` and
-    scored by its ``evaluate_rank``, exactly as torchreid's test scores the concatenation.
+    Extracts the features; :func:`score_branches` scores them. (A DCALEngine's own test scores the
+    branches from the features it extracts anyway: ``engine.branch_results``.)
     """
-    width = engine.dcal_reid.feature_dim
-    features = FEATURES if len(engine.dcal_reid.retrieval_features) == 2 else FEATURES[:1]
     results = {}
     for name, loaders in engine.test_loader.items():
-        query, q_pids, q_camids = extract_features(engine, loaders['query'])
-        gallery, g_pids, g_camids = extract_features(engine, loaders['gallery'])
-        results[name] = {}
-        for feature, columns in zip(features, (slice(0, width), slice(width, None), slice(None))):
-            qf, gf = query[:, columns], gallery[:, columns]
-            if normalize_feature:
-                qf, gf = F.normalize(qf, p=2, dim=1), F.normalize(gf, p=2, dim=1)
-            distmat = torchreid.metrics.compute_distance_matrix(qf, gf, dist_metric).numpy()
-            cmc, mAP = torchreid.metrics.evaluate_rank(
-                distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
-            results[name][feature] = RankResult(float(mAP), np.asarray(cmc))
+        query, gallery = extract_features(engine, loaders['query']), extract_features(engine, loaders['gallery'])
+        results[name] = score_branches(engine.dcal_reid, query, gallery, dist_metric, normalize_feature,
+                                       use_metric_cuhk03, rerank)
+    return results
+
+
+def score_branches(model, query: Tuple[Tensor, np.ndarray, np.ndarray], gallery: Tuple[Tensor, np.ndarray, np.ndarray],
+                   dist_metric: str = 'euclidean', normalize_feature: bool = False, use_metric_cuhk03: bool = False,
+                   rerank: bool = False) -> Dict[str, RankResult]:
+    """``{'SA' | 'GLCA' | 'SA+GLCA': RankResult}`` of query and gallery (features ``[N, 2C]``, pids, camids).
+
+    Without GLCA only 'SA' is scored. The eval feature is split into SA ``[:, :C]`` and GLCA
+    ``[:, C:]``; each of the three is normalised (if asked), compared with torchreid's
+    ``compute_distance_matrix``, re-ranked with its ``re_ranking`` if ``rerank``, and scored by its
+    ``evaluate_rank``, exactly as torchreid's test scores the concatenation.
+    """
+    (query_features, q_pids, q_camids), (gallery_features, g_pids, g_camids) = query, gallery
+    width = model.feature_dim
+    features = FEATURES if len(model.retrieval_features) == 2 else FEATURES[:1]
+    results = {}
+    for feature, columns in zip(features, (slice(0, width), slice(width, None), slice(None))):
+        qf, gf = query_features[:, columns], gallery_features[:, columns]
+        if normalize_feature:
+            qf, gf = F.normalize(qf, p=2, dim=1), F.normalize(gf, p=2, dim=1)
+        distmat = torchreid.metrics.compute_distance_matrix(qf, gf, dist_metric).numpy()
+        if rerank:
+            distmat = torchreid.utils.re_ranking(
+                distmat, torchreid.metrics.compute_distance_matrix(qf, qf, dist_metric).numpy(),
+                torchreid.metrics.compute_distance_matrix(gf, gf, dist_metric).numpy())
+        cmc, mAP = torchreid.metrics.evaluate_rank(
+            distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
+        results[feature] = RankResult(float(mAP), np.asarray(cmc))
     return results
 
 
@@ -115,11 +133,12 @@ def check_evaluable(test_dataset: Dict[str, Dict[str, List[Tuple]]], ranks: Sequ
 
 
 def format_results(results: Dict[str, Dict[str, RankResult]], ranks: Sequence[int],
-                   chance: Dict[str, RankResult]) -> List[str]:
-    """A table per test set: mAP and Rank-k of SA, GLCA, SA+GLCA, and of random ranking (chance)."""
+                   chance: Dict[str, RankResult], reranked: bool = False) -> List[str]:
+    """A table per test set: mAP and Rank-k of SA, GLCA, SA+GLCA, and of random ranking (chance, never re-ranked)."""
     lines = []
+    how = ', re-ranked' if reranked else ''
     for name, by_feature in results.items():
-        lines.append(f'** DCAL results on {name}: SA, GLCA and their concatenation (the retrieval feature) **')
+        lines.append(f'** DCAL results on {name}: SA, GLCA and their concatenation (the retrieval feature){how} **')
         lines.append(f'  {"feature":16s}{"mAP":>8s}' + ''.join(f'{f"Rank-{r}":>9s}' for r in ranks))
         for feature, result in list(by_feature.items()) + [('random ranking', chance[name])]:
             lines.append(f'  {feature:16s}{result.mAP:8.1%}' + ''.join(f'{result.cmc[r - 1]:9.1%}' for r in ranks))

@@ -70,8 +70,10 @@ def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
         start_epoch = resume_from_checkpoint(resume, engine.dcal_reid, engine.optimizer, engine.scheduler,
                                              engine.grad_scaler)
     engine.run(**dict(engine_run_kwargs(cfg), start_epoch=start_epoch))
-    results = evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature, cfg.test.use_metric_cuhk03)
+    # each branch scored from the features of the run's final test, with its re-ranking (a run of 0 epochs has none)
+    results = engine.branch_results or evaluate_branches(engine, cfg.test.dist_metric, cfg.test.normalize_feature,
+                                                         cfg.test.use_metric_cuhk03, cfg.test.rerank)
     chance = {name: chance_level(splits['query'], splits['gallery'])
               for name, splits in engine.datamanager.test_dataset.items()}
-    print('\n'.join(format_results(results, cfg.test.ranks, chance)))
+    print('\n'.join(format_results(results, cfg.test.ranks, chance, cfg.test.rerank)))
     return results

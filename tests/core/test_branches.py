@@ -196,7 +196,7 @@ def test_outputs_fgvc_prediction_and_reid_feature():
         timm_feature = model.vit.forward_head(model.vit.forward_features(x), pre_logits=True)
         tokens = sa_tokens_per_block(model.vit, x)[-2]
         glca_feature = torch.stack([pooled_glca(model, tokens[b], out.local_query_index[b])[0] for b in range(2)])
-    torch.testing.assert_close(out.fgvc_prediction, out.sa_logits.softmax(-1) + out.glca_logits.softmax(-1))
+    torch.testing.assert_close(out.fgvc_prediction, (out.sa_logits.softmax(-1) + out.glca_logits.softmax(-1)) / 2)
     assert out.reid_feature.shape == (2, 384)
     torch.testing.assert_close(out.reid_feature[:, :192], timm_feature, rtol=1e-5, atol=1e-5)  # SA: timm's class token
     torch.testing.assert_close(out.reid_feature[:, 192:], glca_feature, rtol=1e-4, atol=1e-4)  # GLCA: pooled R outputs

@@ -97,7 +97,9 @@ def test_stanford_cars_mat_boxes_are_one_based_inclusive(fgvc_data):
 def test_torchreid_reads_msmt17(tmp_path):
     """torchreid's MSMT17 reads train/query/gallery (and list_val) with the pids and 0-based camids written."""
     pytest.importorskip('torchreid')
-    from torchreid.reid.data.datasets.image.msmt17 import MSMT17
+    import torchreid  # attribute paths: the official torchreid 1.4.0 and PyPI's repackaging (torchreid.reid) both have them
+
+    MSMT17 = torchreid.data.datasets.image.MSMT17
 
     data = build_demo_data(tmp_path, 'msmt17', seed=1, val_per_train_id=1, **SMALL_REID)
     assert data.root == tmp_path.resolve()
@@ -306,15 +308,13 @@ def test_package_does_not_import_the_toolboxes():
     assert result.stdout.strip() == '[]'
 
 
-@pytest.mark.parametrize('layout, reader', [('market1501', 'market1501.Market1501'),
-                                            ('dukemtmcreid', 'dukemtmcreid.DukeMTMCreID')])
+@pytest.mark.parametrize('layout, reader', [('market1501', 'Market1501'), ('dukemtmcreid', 'DukeMTMCreID')])
 def test_torchreid_reads_market1501_and_dukemtmc_reid(tmp_path, layout, reader):
     """torchreid's own readers find every image with the pid and 0-based camid written; train and test ids disjoint."""
     pytest.importorskip('torchreid')
-    import importlib
+    import torchreid  # attribute paths: the official torchreid 1.4.0 and PyPI's repackaging (torchreid.reid) both have them
 
-    module, name = reader.split('.')
-    dataset_class = getattr(importlib.import_module(f'torchreid.reid.data.datasets.image.{module}'), name)
+    dataset_class = getattr(torchreid.data.datasets.image, reader)
     data = build_demo_data(tmp_path, layout, seed=1, **SMALL_REID)
     assert data.root == tmp_path.resolve()
     dataset = dataset_class(root=str(data.root), verbose=False)

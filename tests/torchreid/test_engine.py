@@ -256,3 +256,22 @@ def test_the_engine_trains_and_tests_on_torchreids_own_market_and_duke_readers(d
     assert (tmp_path / 'run' / 'model' / 'model.pth.tar-1').is_file()
     out = capsys.readouterr().out
     assert f'Evaluating {dataset}' in out and re.search(r'Rank-1\s*:\s*[\d.]+%', out)
+
+
+@pytest.mark.parametrize('rerank', [False, True])
+def test_the_summary_scores_each_branch_from_the_final_tests_own_features_with_its_reranking(
+        veri_data, tmp_path, monkeypatch, rerank):
+    import dcal_plugin.torchreid as dcal_torchreid
+    from dcal_plugin.torchreid import DCALEngine
+
+    extracted, tested = [], []
+    extract, evaluate = DCALEngine.extract_features, torchreid.engine.Engine._evaluate
+    monkeypatch.setattr(DCALEngine, 'extract_features', lambda self, x: extracted.append(len(x)) or extract(self, x))
+    monkeypatch.setattr(torchreid.engine.Engine, '_evaluate',
+                        lambda self, **kwargs: tested.append(evaluate(self, **kwargs)) or tested[-1])
+    cfg = tiny_config(veri_data.root, 'veri776', tmp_path / 'log', 'test.rerank', rerank)
+    results = dcal_torchreid.run(cfg)['veri776']
+    [(rank1, mAP)] = tested  # torchreid's own final test of the retrieval feature SA+GLCA
+    assert results['SA+GLCA'].mAP == pytest.approx(mAP, abs=1e-6)
+    assert results['SA+GLCA'].cmc[0] == pytest.approx(rank1, abs=1e-6)
+    assert sum(extracted) == len(veri_data.split('query')) + len(veri_data.split('gallery'))  # extracted once
