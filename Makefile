@@ -7,7 +7,7 @@ DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 ABLATION := work_dirs/ablation/fgvc
 
-.PHONY: install test demo demo-reid bench ablation rehearsal pretrained mutation clean
+.PHONY: install lint test demo demo-reid bench ablation rehearsal pretrained mutation clean
 
 install: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e ".[mmpretrain,torchreid,test]"
 	touch $(STAMP)
 
+# pyflakes' and pycodestyle's checks, lines of at most 120 characters (pyproject.toml [tool.ruff]); CI runs it first
+lint: install
+	$(VENV)/bin/ruff check .
+
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The main job on the built-in data: digits in the CUB-200-2011 layout -> train -> test -> heat-maps
 # (the four tool runs of dcal_plugin/cli.py's run_demo; a pip user runs the same as `dcal demo`).

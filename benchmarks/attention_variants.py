@@ -103,8 +103,8 @@ def compare(model_name: str, img_size: int, batch: int, repeats: int, warmup: in
     flops = {name: measure.count_flops(fn) for name, fn in fns.items()}
     seconds = {name: measure.median(values) for name, values in times.items()}
     kept = rounds['foreign_share_of_kept']
-    return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept), rounds=rounds,
-                tile_bytes=kernel.TILE_BYTES,
+    return dict(model=model_name, img_size=img_size, batch=batch, foreign_cpu_share=sum(kept) / len(kept),
+                rounds=rounds, tile_bytes=kernel.TILE_BYTES,
                 seconds=seconds, flops=flops,
                 time_ratio={n: seconds[n] / seconds['timm'] for n in VARIANTS},
                 flop_ratio={n: flops[n] / flops['timm'] for n in VARIANTS})
@@ -115,8 +115,8 @@ def table(rows: Sequence[Dict]) -> str:
     for row in rows:
         for name in VARIANTS:
             t, f = row['time_ratio'][name], row['flop_ratio'][name]
-            lines.append(f"| {row['model'].replace('_patch16_224', '')} | {row['img_size']} | {row['batch']} | {name} | "
-                         f"{t:.2f} | {f:.2f} | {t / f:.2f} | {row['seconds'][name] * 1e3:.0f} | "
+            lines.append(f"| {row['model'].replace('_patch16_224', '')} | {row['img_size']} | {row['batch']} | "
+                         f"{name} | {t:.2f} | {f:.2f} | {t / f:.2f} | {row['seconds'][name] * 1e3:.0f} | "
                          f"{row['seconds']['timm'] * 1e3:.0f} | {row['foreign_cpu_share']:.0%} |")
     return '\n'.join(lines)
 

@@ -48,7 +48,8 @@ TINY_SMOKE_CASE = ('deit_tiny_patch16_224', 64, 4)
 
 
 def smoke(device: torch.device, dtype: torch.dtype, model_name: str, img_size: int, batch: int) -> Dict:
-    """One train step with and without checkpointing, one profiled step and one eval forward under ``dtype`` autocast."""
+    """One train step with and without checkpointing, one profiled step and one eval forward under ``dtype``
+    autocast."""
     torch.manual_seed(0)
     dcal = DCALViT(timm.create_model(model_name, num_classes=10, img_size=img_size)).to(device)
     images = torch.randn(batch, 3, img_size, img_size, device=device)
@@ -61,7 +62,8 @@ def smoke(device: torch.device, dtype: torch.dtype, model_name: str, img_size: i
         def step():
             with torch.autocast(device.type, dtype=dtype):
                 out = dcal(images, partner)
-                losses = [F.cross_entropy(logits, labels) for logits in (out.sa_logits, out.glca_logits, out.pwca_logits)]
+                losses = [F.cross_entropy(logits, labels)
+                          for logits in (out.sa_logits, out.glca_logits, out.pwca_logits)]
             loss = UncertaintyWeightedLoss().to(device)(losses)
             loss.backward()
             row[f'loss_checkpointing_{checkpointing}'] = loss.item()
@@ -99,7 +101,8 @@ def table(rows: Sequence[Dict]) -> str:
         lines.append(f"| {r['model']} | {r['img_size']} | {r['batch']} | {r['dtype']} | "
                      f"{r['loss_checkpointing_False']:.4f} / {r['loss_checkpointing_True']:.4f} | "
                      f"{r['peak_mib_checkpointing_False']:.0f} / {r['peak_mib_checkpointing_True']:.0f} | "
-                     f"{r['top_r_overlap_with_float32']:.1%} | {r['glca_logit_difference']:.2e} | {kernels} | {missed} |")
+                     f"{r['top_r_overlap_with_float32']:.1%} | {r['glca_logit_difference']:.2e} | "
+                     f"{kernels} | {missed} |")
     return '\n'.join(lines)
 
 

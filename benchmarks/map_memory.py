@@ -34,7 +34,8 @@ TAGS = ('before', 'after')
 
 
 def as_off_cpu(dcal: DCALViT) -> DCALViT:
-    """``dcal`` computing its maps as it does off CPU: deferred in a GPU's chunks, or (a tree without deferred maps) in one tile."""
+    """``dcal`` computing its maps as it does off CPU: deferred in a GPU's chunks, or (a tree without deferred maps) in
+    one tile."""
     if importlib.util.find_spec('dcal_plugin.core.deferred_map') is None:
         dcal.softmax_with_head_mean = functools.partial(kernel.softmax_with_head_mean, tile_bytes=1 << 62)
         return dcal
@@ -128,7 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     overlaps = ', '.join(f"{tag} {row['bf16_top_r_overlap']:.2%}" for tag, row in results.items())
     text = (f"Peak bytes of one step on CPU ({row['device_name']}, torch {row['torch']}, {row['threads']} threads), "
             f"{args.model} at {args.img_size}, batch {args.batch}, float32; train: forward and backward with "
-            f"activation checkpointing (train forward: its forward alone). Maps computed as off CPU (benchmarks/map_memory.py).\n\n{table(results)}\n\n"
+            "activation checkpointing (train forward: its forward alone). Maps computed as off CPU "
+            f"(benchmarks/map_memory.py).\n\n{table(results)}\n\n"
             f"Top-R overlap of bfloat16 autocast with float32, random-init DeiT-S at {args.img_size}, "
             f"batch {args.overlap_batch}: {overlaps}.\n")
     with open(os.path.join(args.out_dir, 'map_memory.md'), 'w') as file:

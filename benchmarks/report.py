@@ -53,9 +53,9 @@ def check(row: Dict) -> Dict[str, bool]:
 
 
 
-COLUMNS = ('model', 'img', 'B', 'eval t', 'eval t per round', 'eval F', 't/F', 'SA-only t', 'train t', 'train F', 't/F', 'train mem',
-           'rollout+sel', 'timm eval ms', 'timm train ms', 'eval page faults timm / DCAL', 'timm alone: eval ms / page faults',
-           'load', 'targets missed')
+COLUMNS = ('model', 'img', 'B', 'eval t', 'eval t per round', 'eval F', 't/F', 'SA-only t', 'train t', 'train F', 't/F',
+           'train mem', 'rollout+sel', 'timm eval ms', 'timm train ms', 'eval page faults timm / DCAL',
+           'timm alone: eval ms / page faults', 'load', 'targets missed')
 FLOP_COLUMNS = ('model', 'img', 'eval F (ours)', 'eval F (reference design)', 'train F',
                 'reference eval F, CPU SDPA = 0', 'train F, CPU SDPA = 0', 'issue table eval / train')
 
@@ -86,7 +86,8 @@ def table(rows: Sequence[Dict]) -> str:
                  f"{r['train_time'] / r['train_flops']:.2f}", f"{r['train_memory']:.2f}",
                  f"{row['rollout_share']:.2%}", f"{s['timm_eval'] * 1e3:.0f}", f"{s['timm_train'] * 1e3:.0f}",
                  f"{faults['timm_eval']:.0f} / {faults['dcal_eval']:.0f}",
-                 f"{s['timm_eval_alone'] * 1e3:.0f} / {row['timm_alone_rounds']['minor_page_faults_median']['timm_eval_alone']:.0f}",
+                 f"{s['timm_eval_alone'] * 1e3:.0f} / "
+                 f"{row['timm_alone_rounds']['minor_page_faults_median']['timm_eval_alone']:.0f}",
                  load,
                  ', '.join(failed) or 'none')
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
@@ -99,7 +100,8 @@ def flop_table(rows: Sequence[Dict]) -> str:
     for row in rows:
         r = row['ratios']
         ceilings = FLOP_CEILINGS.get((row['model'], row['img_size']))
-        cells = (short_name(row['model']), row['img_size'], f"{r['eval_flops']:.3f}", f"{r['reference_eval_flops']:.3f}",
+        cells = (short_name(row['model']), row['img_size'],
+                 f"{r['eval_flops']:.3f}", f"{r['reference_eval_flops']:.3f}",
                  f"{r['train_flops']:.3f}", f"{r.get('reference_eval_flops_cpu_sdpa_uncounted', float('nan')):.3f}",
                  f"{r.get('train_flops_cpu_sdpa_uncounted', float('nan')):.3f}",
                  '-' if ceilings is None else f'{ceilings[0]:.2f} / {ceilings[1]:.2f}')
@@ -115,7 +117,8 @@ def header(result: Dict) -> str:
             f"{result['timm']}, {result['threads']} thread(s), {result['dtype']}; clock: {timing['clock']}; medians "
             f"of {timing['repeats']} eval / {timing['train_repeats']} train interleaved repeats after "
             f"{timing['warmup']} warm-up; glibc malloc settings: {result['allocator_env'] or 'defaults'}. "
-            "t = time ratio (of the medians), t per round = range of DCAL ÷ timm over the timed rounds (one call of each per round), "
+            "t = time ratio (of the medians), t per round = range of DCAL ÷ timm over the timed rounds "
+            "(one call of each per round), "
             "F = FLOP ratio (attention counted on both sides), "
             "t/F = their quotient (target ≤ 1.10), train mem = peak-memory ratio of the train step, "
             "rollout+sel = share of DCAL's eval forward in the class-token rollout and top-R selection, "

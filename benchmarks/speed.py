@@ -90,7 +90,8 @@ def count_flops(work: Workloads, names: Optional[Sequence[str]] = None, count_cp
     """FLOPs of one call of each workload (all, or ``names``), each counted in its own mode (eval or train)."""
     work.eval_mode()
     calls = dict(work.eval, reference_eval=work.reference_eval)
-    flops = {name: measure.count_flops(fn, count_cpu_sdpa) for name, fn in calls.items() if names is None or name in names}
+    flops = {name: measure.count_flops(fn, count_cpu_sdpa) for name, fn in calls.items()
+             if names is None or name in names}
     work.train_mode()
     flops.update({name: measure.count_flops(fn, count_cpu_sdpa) for name, fn in work.train.items()
                   if names is None or name in names})
@@ -109,12 +110,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument('--train-repeats', type=int, default=5, help='timed train steps per model')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--clock', choices=('wall', 'thread'), default='wall',
-                        help='wall: perf_counter; thread: CPU time of the main thread (contention-robust with --threads 1)')
+                        help='wall: perf_counter; thread: CPU time of the main thread '
+                             '(contention-robust with --threads 1)')
     parser.add_argument('--tag', default='', help='suffix of the result file names')
     parser.add_argument('--max-foreign-share', type=float, default=0.1,
                         help='re-measure a round during which other processes took more of the CPU than this')
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
-    parser.add_argument('--models', default=None, help='comma-separated model:size pairs, e.g. deit_tiny_patch16_224:448')
+    parser.add_argument('--models', default=None,
+                        help='comma-separated model:size pairs, e.g. deit_tiny_patch16_224:448')
     parser.add_argument('--smoke', action='store_true', help='CI: DeiT-Tiny@224, batch 2, no warm-up, 1 repeat')
     parser.add_argument('--out-dir', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
     args = parser.parse_args(argv)
@@ -136,7 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     result.update(
         smoke=args.smoke, timing=dict(
             statistic='median', repeats=args.repeats, train_repeats=args.train_repeats, warmup=args.warmup,
-            clock='wall (time.perf_counter)' if args.clock == 'wall' else 'CPU time of the main thread (time.thread_time)',
+            clock=('wall (time.perf_counter)' if args.clock == 'wall'
+                   else 'CPU time of the main thread (time.thread_time)'),
             order='interleaved: timm, DCAL, timm, DCAL, ...'),
         flop_counting=measure.ATTENTION_COUNTING, memory_counting=measure.peak_step_bytes.__doc__.split('\n\n')[1],
         targets=dict(report.TARGETS, flop_ceilings={f'{m}@{s}': v for (m, s), v in report.FLOP_CEILINGS.items()}),
@@ -156,7 +160,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
 
 def write(result: Dict, stem: str) -> None:
-    """Add the tables of ``result['rows']`` to ``result``; write it to ``<stem>.json`` and the tables to ``<stem>.md``."""
+    """Add the tables of ``result['rows']`` to ``result``; write it to ``<stem>.json`` and the tables to
+    ``<stem>.md``."""
     result['table'] = report.table(result['rows'])
     result['flop_table'] = report.flop_table(result['rows'])
     with open(stem + '.json', 'w') as file:

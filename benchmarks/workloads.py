@@ -1,4 +1,5 @@
-"""The calls ``benchmarks/speed.py`` compares: timm's ViT and DCAL on the same weights, eval forwards and train steps."""
+"""The calls ``benchmarks/speed.py`` compares: timm's ViT and DCAL on the same weights, eval forwards and train
+steps."""
 import contextlib
 import copy
 from dataclasses import dataclass

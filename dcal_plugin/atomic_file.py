@@ -23,7 +23,8 @@ class DiskFullError(OSError):
 
 
 def write_atomically(path: Union[str, os.PathLike], data: Union[bytes, str]) -> None:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` so that ``path`` holds either its old content or all of ``data``.
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` so that ``path`` holds either its old content or all of
+    ``data``.
 
     Raises :class:`DiskFullError` naming the file, its size and the free space when the device is
     full; the temporary file is removed on any error.

@@ -1,4 +1,5 @@
-"""``dcal COMMAND ...`` (also ``python -m dcal_plugin``): the shipped tools and configs, for a pip install as for a clone.
+"""``dcal COMMAND ...`` (also ``python -m dcal_plugin``): the shipped tools and configs, for a pip install as for a
+clone.
 
 ``dcal train dcal_vit_cub`` runs ``tools/train.py`` on the shipped ``configs/dcal_vit_cub.py``
 (a config is named by its file name, or given as a path); ``dcal configs`` lists the configs,
@@ -80,7 +81,8 @@ def run_tool(command: str, args: Sequence[str]) -> int:
 
 
 def run_demo(out: Path) -> int:
-    """``make demo``: write the digits data, fine-tune the built-in pretrained ViT, test, draw heat-maps under ``out``."""
+    """``make demo``: write the digits data, fine-tune the built-in pretrained ViT, test, draw heat-maps under
+    ``out``."""
     config, work_dir = str(config_path(DEMO_CONFIG)), out / 'work_dir'
     data_root = ['--cfg-options', *(f'{loader}.dataset.data_root={out / "data" / CUB_FOLDER}'
                                     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))]

@@ -1,4 +1,5 @@
-"""Images that decode: every listed file checked cheaply before training, a sample decoded in full, errors naming the file.
+"""Images that decode: every listed file checked cheaply before training, a sample decoded in full, errors naming the
+file.
 
 :func:`check_images` reads a few bytes at each end of every file (a zero-byte file, a file that
 is no image, a JPEG cut short before its end marker, a PNG without its ``IEND`` chunk) and

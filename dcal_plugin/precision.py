@@ -16,7 +16,8 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def run_in_precision(model: nn.Module, precision: str) -> ContextManager:
-    """The context to run ``model`` in: autocast for ``'amp-bfloat16'``; ``model`` is cast in place for ``'bfloat16'``."""
+    """The context to run ``model`` in: autocast for ``'amp-bfloat16'``; ``model`` is cast in place for
+    ``'bfloat16'``."""
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     if precision == 'bfloat16':

@@ -67,7 +67,8 @@ def merge_equal_param_groups(optimizer: torch.optim.Optimizer) -> torch.optim.Op
 
 @dataclass
 class NormRetention:
-    """Per tracked weight, after every epoch: ``‖w‖ / ‖w₀‖`` (``kept``) and what the nominal weight decay alone leaves (``decay_only``)."""
+    """Per tracked weight, after every epoch: ``‖w‖ / ‖w₀‖`` (``kept``) and what the nominal weight decay alone leaves
+    (``decay_only``)."""
 
     kept: Dict[str, List[float]]
     decay_only: Dict[str, List[float]]

@@ -27,7 +27,8 @@ def shipped_dir(name: str) -> Path:
 
 
 def config_names() -> List[str]:
-    """Every shipped config, by its path relative to ``configs/`` (e.g. ``dcal_vit_cub.py``, ``reid/dcal_vit_veri776.yaml``)."""
+    """Every shipped config, by its path relative to ``configs/`` (e.g. ``dcal_vit_cub.py``,
+    ``reid/dcal_vit_veri776.yaml``)."""
     root = shipped_dir('configs')
     return sorted(str(path.relative_to(root)) for path in root.rglob('*')
                   if path.suffix in CONFIG_SUFFIXES and '_base_' not in path.relative_to(root).parts)

@@ -53,7 +53,8 @@ def build_source_vit(num_classes: int = len(PAIRS)) -> nn.Module:
 
 def pretrain_source_vit(out: Path, settings: PretrainingSettings = PretrainingSettings(),
                         log: Callable[[str], None] = print) -> Dict:
-    """Train the source ViT, write its state_dict to ``out`` (timm's format) and its record to ``out``.json; return the record.
+    """Train the source ViT, write its state_dict to ``out`` (timm's format) and its record to ``out``.json; return the
+    record.
 
     Both files are written to a temporary name and renamed, so an interrupted run leaves no
     partial file. The record holds the source test accuracy per epoch and what was held out.

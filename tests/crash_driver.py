@@ -2,7 +2,8 @@
 
     python tests/crash_driver.py {mmpretrain,torchreid} WORK_DIR DATA_ROOT EPOCHS [--resume] [--fault KIND:AT]
 
-Run by tests/{mmpretrain,torchreid}/test_crash_resume.py through :func:`drive`. Faults: ``iteration:K`` kill -9 right after training iteration K (1-based, counted over the run); ``resave:E``
+Run by tests/{mmpretrain,torchreid}/test_crash_resume.py through :func:`drive`. Faults: ``iteration:K`` kill -9 right
+after training iteration K (1-based, counted over the run); ``resave:E``
 (mmpretrain) die halfway through re-writing ``epoch_E.pth`` after epoch E's new best; ``best:E`` (mmpretrain) die
 halfway through writing epoch E's best checkpoint; ``write:E`` (torchreid) die halfway through writing
 ``model.pth.tar-E``. Dying halfway is real: the file size limit (RLIMIT_FSIZE) is set to half the file about to be
@@ -16,7 +17,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Tuple
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -98,7 +102,8 @@ def torchreid_run(save_dir: Path, data_root: Path, epochs: int, resume: bool, ki
 
 
 def drive(toolbox: str, work_dir: Path, data_root: Path, *options: str) -> Tuple[int, str]:
-    """Run this script in a fresh process (one thread); its return code (negative: the signal that killed it) and output."""
+    """Run this script in a fresh process (one thread); its return code (negative: the signal that killed it) and
+    output."""
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, __file__, toolbox, str(work_dir), str(data_root), str(EPOCHS), *options],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

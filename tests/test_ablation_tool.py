@@ -1,4 +1,5 @@
-"""tools/ablation.py at a tiny scale: every run goes through the real Runner / torchreid engine, the report matches the runs."""
+"""tools/ablation.py at a tiny scale: every run goes through the real Runner / torchreid engine, the report matches the
+runs."""
 import json
 import math
 import statistics
@@ -193,7 +194,8 @@ def test_a_second_call_keeps_the_finished_runs_and_trains_the_rest_afresh(ablati
 
 
 def test_the_demo_schedule_stretches_and_drops_a_warm_up_shorter_than_an_iteration(tmp_path, monkeypatch):
-    """10 demo epochs -> 20: warm-up and cosine twice as long; -> 1 epoch of 1 iteration: the 0.05-epoch warm-up goes."""
+    """10 demo epochs -> 20: warm-up and cosine twice as long; -> 1 epoch of 1 iteration: the 0.05-epoch warm-up
+    goes."""
     from mmengine.config import Config
 
     from dcal_plugin.demo_data import make_demo_data
@@ -205,7 +207,8 @@ def test_the_demo_schedule_stretches_and_drops_a_warm_up_shorter_than_an_iterati
         cfg[loader].dataset.data_root = str(root)
     warmup, cosine = cfg.param_scheduler
     longer = ablation.stretched_schedule(cfg, 2 * cfg.train_cfg.max_epochs)
-    assert [s['end'] for s in longer] == [2 * warmup['end'], 2 * cosine['end']] and longer[1]['T_max'] == 2 * cosine['T_max']
+    assert ([s['end'] for s in longer] == [2 * warmup['end'], 2 * cosine['end']]
+            and longer[1]['T_max'] == 2 * cosine['T_max'])
     [only] = ablation.stretched_schedule(cfg, 1)  # 10 images, batch 16: one iteration an epoch
     assert only['type'] == 'CosineAnnealingLR' and only['end'] == 1
 
@@ -218,7 +221,8 @@ def test_each_variant_against_sa_only_is_paired_by_seed(monkeypatch):
                             reid=[dict(seed=0, test={'SA mAP': 10.0, 'SA R1': 9.0})]),
             DCAL: dict(fgvc=[dict(seed=1, test=dict(fused=49.0)), dict(seed=0, test=dict(fused=53.0)),
                              dict(seed=7, test=dict(fused=99.0))],  # no SA-only run of seed 7: left out
-                       reid=[dict(seed=0, test={'SA mAP': 1.0, 'SA R1': 1.0, 'SA+GLCA mAP': 14.0, 'SA+GLCA R1': 12.0})])}
+                       reid=[dict(seed=0, test={'SA mAP': 1.0, 'SA R1': 1.0, 'SA+GLCA mAP': 14.0,
+                                                'SA+GLCA R1': 12.0})])}
     summary = ablation_report.summarise_against_baseline(runs)
     fused = summary['fgvc'][DCAL]['fused']
     assert fused['seeds'] == [1, 0] and fused['difference'] == [9.0, 3.0] and fused['mean'] == 6.0

@@ -1,4 +1,5 @@
-"""Smoke test of ``benchmarks/speed.py`` (issue 6): it runs at the smallest size and writes its table; no timing assertion."""
+"""Smoke test of ``benchmarks/speed.py`` (issue 6): it runs at the smallest size and writes its table; no timing
+assertion."""
 import json
 import os
 import subprocess
@@ -51,7 +52,8 @@ def test_interleaved_timing_counts_the_page_faults_of_fresh_memory():
         'repeats=3, warmup=1, sync=lambda: None)\n'
         'print(json.dumps(dict(calls=len(times["fresh"]), faults=summary["minor_page_faults_median"])))\n')
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
-    proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['calls'] == 3
@@ -119,7 +121,8 @@ def test_tiled_attention_paths_match_one_tile(monkeypatch, heads):
         torch.testing.assert_close(weights, want_map, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(kernel.softmax_with_head_mean(q, k, tile_bytes=tile_bytes, **by_tile)[1], want_map,
                                    rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(want_out, torch.nn.functional.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(want_out, torch.nn.functional.scaled_dot_product_attention(q, k, v),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_round_ratio_range_pairs_the_calls_of_each_round():
@@ -161,8 +164,8 @@ def test_attention_variants_compare_reports_every_variant():
     assert set(row['time_ratio']) == set(row['flop_ratio']) == set(VARIANTS)
     assert row['flop_ratio']['fused + recomputed map, tiles'] > row['flop_ratio']['shared softmax, tiles'] > 1
     # the same products, counted through oneDNN's op (the tiles' head mean is a bmm, head by head it is adds)
-    assert row['flop_ratio']['shared softmax, head by head'] == pytest.approx(row['flop_ratio']['shared softmax, tiles'],
-                                                                              rel=1e-3)
+    assert row['flop_ratio']['shared softmax, head by head'] == pytest.approx(
+        row['flop_ratio']['shared softmax, tiles'], rel=1e-3)
     assert all(name in table([row]) for name in VARIANTS)
 
 

@@ -1,4 +1,5 @@
-"""The GPU check's parts that run on CPU (issue 23): sections with time limits, results after every case, checks, exit code."""
+"""The GPU check's parts that run on CPU (issue 23): sections with time limits, results after every case, checks, exit
+code."""
 import json
 import os
 import subprocess

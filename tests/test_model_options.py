@@ -16,7 +16,8 @@ LOSS_NON_DEFAULT = dict(log_var_bounds=(-1.0, 0.5))
 
 def loss_option_defaults():
     parameters = inspect.signature(UncertaintyWeightedLoss.__init__).parameters.values()
-    return {parameter.name: parameter.default for parameter in parameters if parameter.name not in ('self', 'num_tasks')}
+    return {parameter.name: parameter.default for parameter in parameters
+            if parameter.name not in ('self', 'num_tasks')}
 
 
 @pytest.mark.parametrize('options, defaults', [(NON_DEFAULT, DCALViT.option_defaults()),

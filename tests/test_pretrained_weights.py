@@ -1,4 +1,5 @@
-"""timm's pretrained weights through timm's own hub mechanism, offline: a local Hugging Face cache holding weights timm wrote.
+"""timm's pretrained weights through timm's own hub mechanism, offline: a local Hugging Face cache holding weights timm
+wrote.
 
 Each check runs in a fresh process with ``HF_HOME`` at a temporary folder and ``HF_HUB_OFFLINE=1``
 (huggingface_hub reads both at import), through the core, the MMPretrain backbone and torchreid's
@@ -43,11 +44,12 @@ CHECKS = {
     'mmpretrain': "from mmpretrain.registry import MODELS\nimport dcal_plugin.mmpretrain\n"
                   "backbone = MODELS.build(dict(type='DCALVisionTransformer', model_name='deit_tiny_patch16_224', "
                   "img_size=64, pretrained=True))\nbackbone.init_weights()\nvit = backbone.dcal.vit\n",
+    # torchreid's default
     'torchreid': "import torchreid\nimport dcal_plugin.torchreid\n"
-                 "vit = torchreid.models.build_model('dcal_deit_tiny', num_classes=5).dcal.vit\n",  # torchreid's default
+                 "vit = torchreid.models.build_model('dcal_deit_tiny', num_classes=5).dcal.vit\n",
 }
-REPORT = ("import json\nprint(json.dumps(dict(tag=vit.pretrained_cfg['tag'], qkv=vit.blocks[3].attn.qkv.weight.sum().item(),"
-          " pos=list(vit.pos_embed.shape))))\n")
+REPORT = ("import json\nprint(json.dumps(dict(tag=vit.pretrained_cfg['tag'], "
+          "qkv=vit.blocks[3].attn.qkv.weight.sum().item(), pos=list(vit.pos_embed.shape))))\n")
 
 
 @pytest.mark.parametrize('entry', sorted(CHECKS))

@@ -1,4 +1,5 @@
-"""dcal_plugin.recipe_check against loop-based formulas: merged groups, norm retention, the decay reference, weight changes."""
+"""dcal_plugin.recipe_check against loop-based formulas: merged groups, norm retention, the decay reference, weight
+changes."""
 import math
 
 import pytest

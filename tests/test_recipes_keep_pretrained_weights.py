@@ -29,7 +29,8 @@ REID_CONFIGS = sorted(p for p in (REPO / 'configs' / 'reid').glob('dcal_*.yaml')
 
 
 def longest_epoch_per_recipe(configs):
-    """``[(signature, iterations per epoch, cfg, path)]`` -> {signature: (cfg of the longest epoch, [paths], its iterations)}."""
+    """``[(signature, iterations per epoch, cfg, path)]`` -> {signature: (cfg of the longest epoch, [paths], its
+    iterations)}."""
     recipes = {}
     for signature, iterations, cfg, path in configs:
         recipes.setdefault(signature, []).append((iterations, cfg, path))
@@ -70,7 +71,8 @@ def reid_recipes():
 
 def check_kept(per_epoch, what, measure='of its norm'):
     worst = min(range(len(per_epoch)), key=per_epoch.__getitem__)
-    assert per_epoch[worst] > KEPT_NORM, f'{what}: a block weight keeps {per_epoch[worst]:.1%} {measure} after epoch {worst + 1}'
+    assert per_epoch[worst] > KEPT_NORM, (f'{what}: a block weight keeps {per_epoch[worst]:.1%} {measure} '
+                                          f'after epoch {worst + 1}')
 
 
 def test_every_paper_config_is_simulated_at_its_longest_paper_epoch():
@@ -138,7 +140,8 @@ def test_reid_recipes_take_no_more_than_their_weight_decay_over_their_whole_sche
     ('dcal_deit-tiny_cub.py', None, 0), ('dcal_deit-tiny_cub.py', 'Adam', 1), ('reid/dcal_vit_veri776.yaml', None, 0)])
 def test_the_check_recipe_tool_says_whether_a_config_keeps_pretrained_weights(tmp_path, capsys, config, optimizer,
                                                                               status):
-    """``tools/check_recipe.py CONFIG`` on a few epochs: exit status 0 (keeps) or 1 (erases), as the verdict line says."""
+    """``tools/check_recipe.py CONFIG`` on a few epochs: exit status 0 (keeps) or 1 (erases), as the verdict line
+    says."""
     import importlib.util
     pytest.importorskip('mmpretrain' if config.endswith('.py') else 'torchreid')
     spec = importlib.util.spec_from_file_location('check_recipe', REPO / 'tools' / 'check_recipe.py')
@@ -147,7 +150,8 @@ def test_the_check_recipe_tool_says_whether_a_config_keeps_pretrained_weights(tm
     path = REPO / 'configs' / config
     if optimizer:
         path = tmp_path / 'adam.py'
-        path.write_text(f"_base_ = ['{REPO / 'configs' / config}']\noptim_wrapper = dict(optimizer=dict(type='{optimizer}'))\n")
+        path.write_text(f"_base_ = ['{REPO / 'configs' / config}']\n"
+                        f"optim_wrapper = dict(optimizer=dict(type='{optimizer}'))\n")
     assert tool.main([str(path), '--epochs', '3']) == status
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
     assert verdict.startswith(f'{path}: {"keeps" if status == 0 else "ERASES"} pretrained weights')

@@ -1,4 +1,5 @@
-"""tools/rehearsal.py: its runs are the paper's recipes with only model, images, data and epochs shrunk; runs are kept."""
+"""tools/rehearsal.py: its runs are the paper's recipes with only model, images, data and epochs shrunk; runs are
+kept."""
 import importlib.util
 import json
 from pathlib import Path
@@ -44,7 +45,8 @@ def test_the_reid_runs_scale_the_papers_recipe_down(rehearsal, tmp_path):
     assert cfg.loss == paper.loss and cfg.data.transforms == paper.data.transforms == ['transreid']
     assert Path(cfg.model.checkpoint).name == 'deit-tiny-p8-d4_digit-pairs.pth'
     before = rehearsal.reid_config(tmp_path, tmp_path, pretrained=False, recipe='before', epochs=1, seed=0)
-    assert (before.loss.softmax.label_smooth, before.loss.triplet.margin, before.train.bias_lr_factor) == (True, 0.3, 1.0)
+    assert (before.loss.softmax.label_smooth, before.loss.triplet.margin,
+            before.train.bias_lr_factor) == (True, 0.3, 1.0)
     assert before.model.checkpoint == '' and before.train.warmup_epochs == 0
     demo = rehearsal.reid_config(tmp_path, tmp_path, pretrained=True, recipe='demo', epochs=24, seed=0)
     assert (demo.train.optim, demo.train.max_epoch) == ('adamw', 40)  # make demo-reid's config as it is

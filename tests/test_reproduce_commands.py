@@ -1,4 +1,5 @@
-"""Every command of docs/reproduce.md, run as written at a reduced size: its config, timm checkpoint path and data paths work.
+"""Every command of docs/reproduce.md, run as written at a reduced size: its config, timm checkpoint path and data paths
+work.
 
 Reduced: one transformer block, 32x32 images, digits data in the real layouts under ``data/``, and in
 ``checkpoints/`` a checkpoint that timm itself writes for that reduced model (position embeddings
@@ -100,7 +101,8 @@ def test_fgvc_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
     data_root.parent.mkdir()
     model_name = cfg.model.backbone.model_name
     size = 28 if 'patch14' in model_name else 32  # a 2 x 2 patch grid
-    make_demo_data(tmp_path / 'generated', layout, image_size=size, train_per_class=1, test_per_class=1).rename(data_root)
+    make_demo_data(tmp_path / 'generated', layout, image_size=size, train_per_class=1,
+                   test_per_class=1).rename(data_root)
     checkpoint = Path(cfg.model.backbone.checkpoint_path)
     assert checkpoint.name == checkpoint_column(command) == f'{model_name}.{paper_pretrained_tag(model_name)}.pth'
     qkv = write_reduced_timm_checkpoint(checkpoint, cfg.model.backbone.model_name)
@@ -134,10 +136,11 @@ def test_reid_command_runs_at_a_reduced_size(command, tmp_path, monkeypatch):
     make_demo_data(Path(cfg.data.root), dataset, image_size=size, num_train_ids=2, images_per_train_id=4,
                    num_test_ids=2, gallery_per_test_id=2, num_cameras=2)
     checkpoint = Path(cfg.model.checkpoint)
-    assert checkpoint.name == checkpoint_column(command) == f'{model_name}.{paper_pretrained_tag(model_name, "reid")}.pth'
+    assert (checkpoint.name == checkpoint_column(command)
+            == f'{model_name}.{paper_pretrained_tag(model_name, "reid")}.pth')
     qkv = write_reduced_timm_checkpoint(checkpoint, MODEL_NAMES[cfg.model.name])
-    cfg.merge_from_list(['data.height', size, 'data.width', size, 'data.workers', 0, 'train.batch_size', 8, 'test.ranks', [1],
-                         'data.save_dir', str(tmp_path / 'log'), 'use_gpu', False])
+    cfg.merge_from_list(['data.height', size, 'data.width', size, 'data.workers', 0, 'train.batch_size', 8,
+                         'test.ranks', [1], 'data.save_dir', str(tmp_path / 'log'), 'use_gpu', False])
     cfg.model.timm_kwargs.update(reduced(model_name))
     engine = build_engine(cfg)
     torch.testing.assert_close(engine.model.dcal.vit.state_dict()[first_qkv(model_name)], qkv)

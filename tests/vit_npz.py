@@ -1,4 +1,5 @@
-"""Writing a timm ViT (or R50+ViT hybrid) as an original Google ViT ``.npz``, the inverse of timm's ``_load_weights``."""
+"""Writing a timm ViT (or R50+ViT hybrid) as an original Google ViT ``.npz``, the inverse of timm's
+``_load_weights``."""
 from typing import Dict
 
 import numpy as np
@@ -46,7 +47,8 @@ def vit_npz_arrays(model: VisionTransformer) -> Dict[str, Tensor]:
         arrays[attention + 'out/bias'] = proj.bias
         arrays.update(_norm(prefix + 'LayerNorm_2', block.norm2))
         for r, fc in enumerate((block.mlp.fc1, block.mlp.fc2)):
-            arrays.update({f'{prefix}MlpBlock_3/Dense_{r}/kernel': fc.weight.T, f'{prefix}MlpBlock_3/Dense_{r}/bias': fc.bias})
+            arrays.update({f'{prefix}MlpBlock_3/Dense_{r}/kernel': fc.weight.T,
+                           f'{prefix}MlpBlock_3/Dense_{r}/bias': fc.bias})
     return arrays
 
 

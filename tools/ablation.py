@@ -19,10 +19,11 @@ the same process:
   (what their BNNeck normalises with) lie from the SA rows'; plus the final uncertainty weights.
 
 Budget (``make ablation``, 2 CPU cores): an FGVC run took 110-120 s for SA only, 125-170 s for SA +
-GLCA, 280-360 s for SA + PWCA and 375-390 s for DCAL, a Re-ID run 95-160 s without PWCA and 170-530 s with it (two or three runs side by
-side, one thread each, 2026-12-06). The defaults keep every variant on FGVC, where the paper has its
-random-queries row, with seeds 0-4 (25 runs, ~110 min of runs), and cut Re-ID to seeds 0-2 without
-'DCAL, random queries' (12 runs, ~40 min); the full grid would take ~3.3 h. ``--seeds``/``--reid-seeds`` split the grid over processes.
+GLCA, 280-360 s for SA + PWCA and 375-390 s for DCAL, a Re-ID run 95-160 s without PWCA and 170-530 s with it
+(two or three runs side by side, one thread each, 2026-12-06). The defaults keep every variant on FGVC, where the
+paper has its random-queries row, with seeds 0-4 (25 runs, ~110 min of runs), and cut Re-ID to seeds 0-2 without
+'DCAL, random queries' (12 runs, ~40 min); the full grid would take ~3.3 h. ``--seeds``/``--reid-seeds`` split the
+grid over processes.
 
 Every finished run leaves its record in its folder; a second call with the same epochs and data keeps those runs
 and trains the rest (an unfinished run's folder is cleared first), so an interrupted ablation loses at most the run
@@ -122,7 +123,8 @@ def stretched_schedule(cfg, epochs: int) -> List[Dict]:
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         iterations = math.ceil(len(DATASETS.build(cfg.train_dataloader.dataset)) / cfg.train_dataloader.batch_size)
     scale = epochs / cfg.train_cfg.max_epochs
-    stretched = [dict(scheduler, **{key: scheduler[key] * scale for key in ('begin', 'end', 'T_max') if key in scheduler})
+    stretched = [dict(scheduler, **{key: scheduler[key] * scale for key in ('begin', 'end', 'T_max')
+                                    if key in scheduler})
                  for scheduler in cfg.param_scheduler]
     # kept when mmengine's conversion to iterations (int(epoch * iterations)) leaves it a non-empty span
     return [scheduler for scheduler in stretched
@@ -151,7 +153,8 @@ def build_fgvc_runner(data_root: Path, work_dir: Path, switches: Dict, seed: int
 
 @torch.no_grad()
 def fgvc_top1(model: torch.nn.Module, loader) -> Dict[str, float]:
-    """Top-1 (%) of SA, GLCA (with GLCA) and the fused prediction on ``loader``, by the plugin's ``DCALBranchAccuracy``."""
+    """Top-1 (%) of SA, GLCA (with GLCA) and the fused prediction on ``loader``, by the plugin's
+    ``DCALBranchAccuracy``."""
     from dcal_plugin.mmpretrain.metrics import DCALBranchAccuracy
     model.eval()
     metric = DCALBranchAccuracy()

@@ -1,4 +1,5 @@
-"""The statistics and the report of ``tools/ablation.py``: paired intervals, over-fitting gaps, markdown tables, curves."""
+"""The statistics and the report of ``tools/ablation.py``: paired intervals, over-fitting gaps, markdown tables,
+curves."""
 import math
 import statistics
 from pathlib import Path
@@ -208,7 +209,8 @@ def paired_sections(result: Dict) -> List[str]:
         if paired:
             lines += [f'## {TASK_TITLES[task]}: rollout vs random queries on the same trained models',
                       'Each cell: the final model tested with rollout queries / with random queries (torch seeded '
-                      f'with {result["setup"]["eval_seed"]}). Mean difference rollout − random over seeds, 95% Student-t interval '
+                      f'with {result["setup"]["eval_seed"]}). Mean difference rollout − random over seeds, '
+                      '95% Student-t interval '
                       '(n − 1 degrees of freedom).', '', *paired_table(paired, result['setup']['seeds'][task]), '',
                       zero_sentence(paired), '']
     return lines

@@ -43,7 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f'demo data (sklearn digits, VeRi-776 layout): {root / VERI_FOLDER}; {options}')
     train_reid.main(['--config-file', str(CONFIG), '--root', str(root), 'data.save_dir', str(args.out / 'log'),
                      'model.checkpoint', str(builtin_checkpoint()), *args.opts])
-    print(f'demo-reid took {time.time() - start:.0f} s (data, training, test); log and checkpoint in {args.out / "log"}')
+    print(f'demo-reid took {time.time() - start:.0f} s (data, training, test); '
+          f'log and checkpoint in {args.out / "log"}')
 
 
 if __name__ == '__main__':

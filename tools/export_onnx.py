@@ -38,7 +38,8 @@ class InferenceGraph(nn.Module):
         self.classifier = classifier
 
     def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
-        """Images ``[N, 3, H, W]`` -> scores, SA logits ``[N, K]`` (with GLCA: GLCA logits ``[N, K]``, local queries ``[N, R]``)."""
+        """Images ``[N, 3, H, W]`` -> scores, SA logits ``[N, K]`` (with GLCA: GLCA logits ``[N, K]``, local queries
+        ``[N, R]``)."""
         inputs = self.classifier.data_preprocessor({'inputs': images})['inputs']
         out = self.classifier.backbone.dcal(inputs)
         sa_logits, glca_logits = self.classifier.head((out.sa_feature, out.glca_feature))

@@ -46,7 +46,8 @@ def read_test_boxes(data_root: Path) -> List[Tuple[Path, Box]]:
 
 
 def box_mask(pipeline_after_loading: Compose, image_size: Tuple[int, int], box: Box) -> np.ndarray:
-    """The box as a boolean mask ``[H, W]`` of the model input: drawn on the original image size, then taken through the test pipeline."""
+    """The box as a boolean mask ``[H, W]`` of the model input: drawn on the original image size, then taken through the
+    test pipeline."""
     height, width = image_size
     mask = np.zeros((height, width, 3), np.uint8)
     x, y, w, h = box
@@ -134,7 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
     parser.add_argument('checkpoint', help='a checkpoint written by tools/train.py (or tools/publish_model.py)')
-    parser.add_argument('--baseline', help='a second checkpoint to compare, e.g. the SA-only model of tools/ablation.py')
+    parser.add_argument('--baseline',
+                        help='a second checkpoint to compare, e.g. the SA-only model of tools/ablation.py')
     parser.add_argument('--baseline-name', default='baseline', help='its row label, e.g. "plain ViT (SA only)"')
     parser.add_argument('--baseline-cfg-options', nargs='+', action=DictAction, default={},
                         help='config changes for the baseline, e.g. model.backbone.use_glca=False')
@@ -161,7 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         'box of `bounding_boxes.txt` (a patch counts when at least half of it is inside), mean over images. '
         'Chance: the share of R patches drawn at random (the box\'s share of the patch grid).', '',
         f'- model: `{shown(args.checkpoint)}` (`{args.config}`)'] + (
-        [f'- {args.baseline_name}: `{shown(args.baseline)}` ({args.baseline_cfg_options})'] if args.baseline else []) + [
+        [f'- {args.baseline_name}: `{shown(args.baseline)}` ({args.baseline_cfg_options})']
+        if args.baseline else []) + [
         '', '| model | rollout top-R | last-layer class attention top-R | chance |', '|---|---|---|---|']
     for name, row in results.items():
         lines.append(f"| {name} | {row['rollout']:.1f} | {row['last-layer attention']:.1f} | {row['chance']:.1f} |")

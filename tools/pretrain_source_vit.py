@@ -1,6 +1,6 @@
 """Pretrain the built-in source ViT (the stand-in for ImageNet weights) and save it in timm's format.
 
-    python tools/pretrain_source_vit.py            # make pretrained: configs/_pretrained_/deit-tiny-p8-d4_digit-pairs.pth
+    python tools/pretrain_source_vit.py   # make pretrained: configs/_pretrained_/deit-tiny-p8-d4_digit-pairs.pth
 
 timm's DeiT-Tiny layout cut to 4 blocks with 8x8 patches at 32x32, trained on which two digits a
 canvas shows (45 classes; none of the built-in data sets' test samples), then saved as a plain

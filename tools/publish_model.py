@@ -1,4 +1,5 @@
-"""Publish a trained checkpoint, as mmpretrain's ``tools/model_converters/publish_model.py`` does: weights only, hash in the name.
+"""Publish a trained checkpoint, as mmpretrain's ``tools/model_converters/publish_model.py`` does: weights only, hash in
+the name.
 
     python tools/publish_model.py work_dirs/RUN/epoch_100.pth dcal_vit_cub.pth   # -> dcal_vit_cub-1a2b3c4d.pth
 
@@ -42,8 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('in_file', help='a checkpoint of tools/train.py')
     parser.add_argument('out_file', help='output name; the hash is appended before .pth')
     parser.add_argument('--trust-pickle', action='store_true',
-                        help='unpickle the input fully, which RUNS ANY CODE THE FILE HOLDS: only for checkpoints your own '
-                             'runs wrote with an older dcal-plugin, never for a file from elsewhere')
+                        help='unpickle the input fully, which RUNS ANY CODE THE FILE HOLDS: only for checkpoints '
+                             'your own runs wrote with an older dcal-plugin, never for a file from elsewhere')
     args = parser.parse_args(argv)
     print(publish(args.in_file, args.out_file, args.trust_pickle))
 

@@ -73,7 +73,8 @@ def fgvc_runner(data_root: Path, work_dir: Path, pretrained: bool, optimizer: st
     cfg.model.backbone.checkpoint_path = str(builtin_checkpoint()) if pretrained else None
     cfg.optim_wrapper.optimizer.type = optimizer
     if paper_lr:
-        cfg.optim_wrapper.optimizer.lr = Config.fromfile(str(config_path('dcal_deit-tiny_cub'))).optim_wrapper.optimizer.lr
+        cfg.optim_wrapper.optimizer.lr = Config.fromfile(
+            str(config_path('dcal_deit-tiny_cub'))).optim_wrapper.optimizer.lr
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(data_root)
     cfg.train_cfg.val_interval = 1
@@ -134,7 +135,8 @@ def reid_config(data_root: Path, save_dir: Path, pretrained: bool, recipe: str, 
 
 
 def train_reid(data_root: Path, save_dir: Path, settings: Dict, seed: int) -> Dict:
-    """One Re-ID run through torchreid's engine: mAP / Rank-1 every few epochs, block drift per epoch, the tracked norm."""
+    """One Re-ID run through torchreid's engine: mAP / Rank-1 every few epochs, block drift per epoch, the tracked
+    norm."""
     import torchreid
 
     from dcal_plugin.torchreid import build_engine, evaluate_branches
@@ -169,7 +171,8 @@ def train_reid(data_root: Path, save_dir: Path, settings: Dict, seed: int) -> Di
 
 
 def reid_row(name: str, record: Dict) -> str:
-    """A Markdown row: run, final mAP / Rank-1 of SA+GLCA, SA and GLCA, block drift, the tracked weight's norm change."""
+    """A Markdown row: run, final mAP / Rank-1 of SA+GLCA, SA and GLCA, block drift, the tracked weight's norm
+    change."""
     curve = record['curve']
     cells = ' | '.join(f'{curve[f"{feature} mAP"][-1]:.1f} / {curve[f"{feature} R1"][-1]:.1f}'
                        for feature in ('SA+GLCA', 'SA', 'GLCA'))
@@ -191,7 +194,8 @@ def demo_rows_note(records: Dict[str, Dict]) -> str:
 def reid_section(records: Dict[str, Dict]) -> List[str]:
     """The Re-ID tables: final results, and the retrieval feature's mAP and largest block drift per evaluation."""
     first = next(iter(records.values()))
-    lines = ['## Re-ID: digits-VeRi-776 (50 test identities), `configs/reid/dcal_deit-tiny_veri776.yaml` scaled down', '',
+    lines = ['## Re-ID: digits-VeRi-776 (50 test identities), '
+             '`configs/reid/dcal_deit-tiny_veri776.yaml` scaled down', '',
              f"The paper's Re-ID recipe (TransReID's ViT baseline) at 32x32, {len(first['drift']['blocks.0'])} epochs "
              f'({first["iterations"]} iterations of 16 identities x 4 images; warm-up and padding scaled likewise); '
              'mAP / Rank-1 (%) after the last epoch; drift and norm change as above.' + demo_rows_note(records), '',
@@ -325,7 +329,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     lines = ['# Fine-tuning rehearsal: the paper\'s recipes, scaled down, on the built-in pretrained ViT', '',
              f'Written by `python tools/rehearsal.py` on CPU; its runs took '
              f'{sum(r["seconds"] for task in records.values() for r in task.values()) / 60:.0f} min (this call '
-             f'{(time.time() - start) / 60:.0f} min: finished runs are kept), seed {args.seed}. The pretrained ViT: `{builtin_checkpoint().name}` (`tools/pretrain_source_vit.py`). '
+             f'{(time.time() - start) / 60:.0f} min: finished runs are kept), seed {args.seed}. '
+             f'The pretrained ViT: `{builtin_checkpoint().name}` (`tools/pretrain_source_vit.py`). '
              '**Small generated data: these are not paper numbers.**', '']
     if 'fgvc' in records:
         lines += fgvc_section(records['fgvc']) + ['']

@@ -52,7 +52,8 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     use_gloo_without_cuda(cfg)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    if args.amp:  # a loss scale for float16's range only: bfloat16's is float32's, and the scale's checks wait on the GPU
+    # a loss scale for float16's range only: bfloat16's is float32's, and the scale's checks wait on the GPU
+    if args.amp:
         cfg.optim_wrapper.setdefault(
             'loss_scale', dict(enabled=False) if cfg.optim_wrapper.get('dtype') == 'bfloat16' else 'dynamic')
     return cfg

@@ -65,7 +65,8 @@ def attend_with_map(
 
 
 def shares_softmax(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    """Whether an SA block's output and whole map come from one softmax: on CPU, not half precision, without autograd."""
+    """Whether an SA block's output and whole map come from one softmax: on CPU, not half precision, without
+    autograd."""
     return q.device.type == 'cpu' and q.dtype not in HALF_PRECISION and not records_gradient(q, k, v)
 
 
@@ -112,7 +113,8 @@ def attention_dropout(attn: nn.Module) -> float:
 
 
 def _project(attn: nn.Module, x: Tensor, first: int, stop: int) -> Tuple[Tensor, ...]:
-    """Thirds ``first..stop-1`` of ``qkv`` (0 queries, 1 keys, 2 values) of tokens ``x [B, N, C]``, each ``[B, H, N, D]``."""
+    """Thirds ``first..stop-1`` of ``qkv`` (0 queries, 1 keys, 2 values) of tokens ``x [B, N, C]``, each
+    ``[B, H, N, D]``."""
     width = attn.num_heads * attn.head_dim
     rows = slice(first * width, stop * width)
     bias = None if attn.qkv.bias is None else attn.qkv.bias[rows]

@@ -1,4 +1,5 @@
-"""``P·v`` and the head mean of ``P = softmax(q kᵀ/√D)`` from one softmax: the kernel behind every map the rollout reads.
+"""``P·v`` and the head mean of ``P = softmax(q kᵀ/√D)`` from one softmax: the kernel behind every map the rollout
+reads.
 
 The model calls one function, :func:`softmax_with_head_mean` (its pieces are public for
 ``benchmarks/attention_variants.py``). On CPU it makes and uses the probabilities a
@@ -33,7 +34,8 @@ def softmax_with_head_mean(
         tile_bytes: int = TILE_BYTES,
         head_by_head: Optional[bool] = None,
 ) -> Tuple[Optional[Tensor], Tensor]:
-    """``(P·v [B, H, Nq, Dv] | None, mean_h P [B, Nq, Nk])`` for q ``[B, H, Nq, D]``, k/v ``[B, H, Nk, D]``, without gradient.
+    """``(P·v [B, H, Nq, Dv] | None, mean_h P [B, Nq, Nk])`` for q ``[B, H, Nq, D]``, k/v ``[B, H, Nk, D]``, without
+    gradient.
 
     ``P·v`` only when ``v`` is given; dropout (train mode) acts on ``P·v``, not on the map. On CPU,
     ``tile_bytes`` bounds the scratch memory of one piece of ``P``; float32 goes head by head
@@ -52,7 +54,8 @@ def softmax_with_head_mean(
 
 
 def head_by_head_is_faster(q: Tensor, k: Tensor, v: Optional[Tensor], tile_bytes: int = TILE_BYTES) -> bool:
-    """Whether oneDNN head by head beats ``torch.bmm`` tiles on this machine for these float32 CPU inputs: measured once.
+    """Whether oneDNN head by head beats ``torch.bmm`` tiles on this machine for these float32 CPU inputs: measured
+    once.
 
     Which is faster depends on the CPU, the BLAS torch ships and the shape (a oneDNN call costs
     more than a BLAS call, and its faster GEMM pays for that only on large products), so it is
@@ -142,7 +145,8 @@ def _by_head(
 def _by_tile(
         q: Tensor, k: Tensor, v: Optional[Tensor], dropout_p: float, tile_bytes: int,
 ) -> Tuple[Optional[Tensor], Tensor]:
-    """Tiles of :func:`tiles` through ``torch.bmm``; one scratch buffer holds every tile's scores, made probabilities in place.
+    """Tiles of :func:`tiles` through ``torch.bmm``; one scratch buffer holds every tile's scores, made probabilities in
+    place.
 
     ``P·v`` ``[B, H, Nq, Dv]`` is written tile by tile into its output by ``bmm`` itself (a
     ``[B, Nq, H, Dv]`` layout would make every tile's product go through a temporary and a copy).
@@ -189,7 +193,8 @@ def scaled_contiguous_queries(q: Tensor) -> Tensor:
 
 
 def write_head_mean(probabilities: Tensor, head_mean: Tensor, out: Tensor) -> None:
-    """Mean over heads of ``probabilities`` ``[b, H, nq, Nk]`` into ``out`` ``[b, nq, Nk]``; ``head_mean`` is ``[b, 1, H]`` of 1/H.
+    """Mean over heads of ``probabilities`` ``[b, H, nq, Nk]`` into ``out`` ``[b, nq, Nk]``; ``head_mean`` is
+    ``[b, 1, H]`` of 1/H.
 
     One ``[1, H] x [H, nq·Nk]`` product per image: one pass, no zero-fill of the output.
     """
@@ -198,7 +203,8 @@ def write_head_mean(probabilities: Tensor, head_mean: Tensor, out: Tensor) -> No
 
 
 def tiles(q: Tensor, num_keys: int, tile_bytes: int = TILE_BYTES) -> Iterator[Tuple[slice, slice]]:
-    """``(images, query rows)`` slices covering ``q [B, H, Nq, D]``, the largest first: ``tile_bytes`` of probabilities each on CPU, one tile elsewhere.
+    """``(images, query rows)`` slices covering ``q [B, H, Nq, D]``, the largest first: ``tile_bytes`` of probabilities
+    each on CPU, one tile elsewhere.
 
     A tile of query rows spans as many images as it takes for its ``images × H`` matrix products
     to split evenly over torch's threads (3 heads on 2 threads: 2 images per tile).

@@ -67,7 +67,8 @@ def self_and_pair_attention_block(
 
 
 def self_attention_queries_and_keys(block: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
-    """Queries and keys ``[B, H, N, D]`` of the tokens ``x [B, N, C]`` entering ``block``, as its attention computes them."""
+    """Queries and keys ``[B, H, N, D]`` of the tokens ``x [B, N, C]`` entering ``block``, as its attention computes
+    them."""
     return project_qk(block.attn, block.norm1(x))
 
 

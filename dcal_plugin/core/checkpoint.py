@@ -1,4 +1,5 @@
-"""Loading timm checkpoints (files or state_dicts) into a timm ``VisionTransformer`` through timm's filters and readers."""
+"""Loading timm checkpoints (files or state_dicts) into a timm ``VisionTransformer`` through timm's filters and
+readers."""
 import copy
 import functools
 import importlib

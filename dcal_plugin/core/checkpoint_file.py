@@ -20,7 +20,8 @@ class CheckpointFileError(ValueError):
 
 
 def file_problem(path: str) -> Optional[str]:
-    """What makes the file at ``path`` unreadable as a checkpoint, judged without unpickling it; None when it may be one."""
+    """What makes the file at ``path`` unreadable as a checkpoint, judged without unpickling it; None when it may be
+    one."""
     if not os.path.isfile(path):
         return 'not found' if not os.path.exists(path) else 'not a file'
     size = os.path.getsize(path)
@@ -54,7 +55,8 @@ def check_checkpoint_file(path: str, expected: str) -> None:
 
 
 def load_checkpoint_file(path: str, expected: str, required_keys: Sequence[str] = ()) -> Dict[str, Any]:
-    """The dict in ``path`` (``torch.load``, ``weights_only=True``, tensors memory-mapped), checked against ``expected``.
+    """The dict in ``path`` (``torch.load``, ``weights_only=True``, tensors memory-mapped), checked against
+    ``expected``.
 
     Raises :class:`CheckpointFileError` naming the file, what it is and ``expected`` when it is not a
     torch.save file, is cut short, holds no dict or lacks one of ``required_keys``; torch's
@@ -67,7 +69,8 @@ def load_checkpoint_file(path: str, expected: str, required_keys: Sequence[str] 
 
 
 def check_contents(loaded: Any, path: str, expected: str, required_keys: Sequence[str] = ()) -> None:
-    """Raise :class:`CheckpointFileError` unless ``loaded`` (the object in ``path``) is a dict with ``required_keys``."""
+    """Raise :class:`CheckpointFileError` unless ``loaded`` (the object in ``path``) is a dict with
+    ``required_keys``."""
     if not isinstance(loaded, dict):
         raise CheckpointFileError(f'{path} holds a {type(loaded).__name__}, not a dict; expected {expected}')
     missing = [key for key in required_keys if key not in loaded]
@@ -83,7 +86,8 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 def latest_complete_checkpoint(pointer: str, candidates: Iterable[str]) -> Optional[str]:
-    """The checkpoint the text file ``pointer`` names when it is complete, else the newest complete of ``candidates``."""
+    """The checkpoint the text file ``pointer`` names when it is complete, else the newest complete of
+    ``candidates``."""
     if os.path.isfile(pointer):
         with open(pointer) as file:
             named = file.read().strip()

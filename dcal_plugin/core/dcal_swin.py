@@ -60,7 +60,8 @@ class DCALSwin(DCALModel):
         return reduction, reduction
 
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
-        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput` (SA; PWCA in train mode); ``distractor_index [B]`` pairs them."""
+        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput` (SA; PWCA in train mode); ``distractor_index [B]`` pairs
+        them."""
         x = x.to(self.vit.patch_embed.proj.weight.dtype)
         if not (self.training and self.use_pwca):
             sa_feature, sa_logits = self._head(self.vit.forward_features(x))

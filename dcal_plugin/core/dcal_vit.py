@@ -91,7 +91,8 @@ class DCALViT(DCALModel):
             self.glca_head = copy.deepcopy(vit.head)
 
     def _copy_sa_into_glca(self) -> None:
-        """Set GLCA's block, norm and classifier to copies of SA block ``glca_block_index``, SA's norm and classifier."""
+        """Set GLCA's block, norm and classifier to copies of SA block ``glca_block_index``, SA's norm and
+        classifier."""
         if not self.use_glca:
             return
         self.glca_block.load_state_dict(self.vit.blocks[self.glca_block_index].state_dict())
@@ -114,11 +115,13 @@ class DCALViT(DCALModel):
         return _patch_stride(self.vit.patch_embed)
 
     def patch_grid(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        """Patch grid ``(h, w)`` of images of ``image_size`` ``(H, W)`` (any multiple of the stride, with ``dynamic_img_size``)."""
+        """Patch grid ``(h, w)`` of images of ``image_size`` ``(H, W)`` (any multiple of the stride, with
+        ``dynamic_img_size``)."""
         return image_size[0] // self.patch_stride[0], image_size[1] // self.patch_stride[1]
 
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None) -> DCALOutput:
-        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput`; ``distractor_index [B]`` is each image's PWCA partner (train mode)."""
+        """Images ``[B, 3, H, W]`` -> :class:`DCALOutput`; ``distractor_index [B]`` is each image's PWCA partner (train
+        mode)."""
         tokens = self._embed(x)
         plan = self.plan(x.shape[0], distractor_index, x.device)
         glca_feature = glca_logits = local_query_index = None
@@ -171,7 +174,8 @@ class DCALViT(DCALModel):
 
     @torch.no_grad()
     def rollout_map(self, x: Tensor) -> Tensor:
-        """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for heat-maps)."""
+        """Class-token rollout through blocks ``0..glca_block_index`` on the patch grid ``[B, h, w]`` (for
+        heat-maps)."""
         maps = self.attention_maps(x, self.glca_block_index + 1)
         scores = class_token_rollout(maps, self.residual_weight, rows_sum_to_one=True,
                                      num_prefix_tokens=self.num_prefix_tokens)
@@ -238,7 +242,8 @@ def _check_backbone(vit: nn.Module) -> None:
                          f'distillation token may follow): cls_token={vit.cls_token is not None}, '
                          f'global_pool={vit.global_pool!r}')
     if not isinstance(vit.fc_norm, nn.Identity) or vit.attn_pool is not None:
-        raise ValueError('DCAL classifies the normed class token: models with fc_norm or attention pooling are not supported')
+        raise ValueError('DCAL classifies the normed class token: models with fc_norm or attention pooling are '
+                         'not supported')
     img_size, stride = tuple(vit.patch_embed.img_size), _patch_stride(vit.patch_embed)
     if any(size % step for size, step in zip(img_size, stride)):
         raise ValueError(f'img_size {img_size} does not fit the patch grid: {vit.pretrained_cfg["architecture"]} '

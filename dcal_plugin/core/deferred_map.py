@@ -46,7 +46,8 @@ def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: Optiona
 
 @torch.no_grad()
 def head_mean_rows(deferred: DeferredMap, queries: Optional[int] = None, chunk_bytes: Optional[int] = None) -> Tensor:
-    """The map itself, ``mean_h softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` in float32, or its first ``queries`` rows (the class row)."""
+    """The map itself, ``mean_h softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` in float32, or its first ``queries`` rows (the class
+    row)."""
     q, k = deferred()
     q = q[:, :, :queries]
     with torch.autocast(q.device.type, enabled=False):
@@ -67,7 +68,8 @@ def chunk_bytes_on(device: torch.device) -> int:
 
 
 def _chunks(q: Tensor, k: Tensor, chunk_bytes: Optional[int]) -> Iterator[Tuple[slice, slice, Tensor]]:
-    """``(images, query rows, softmax(q kᵀ/√D) [b, H, c, Nk])`` in float32 over ``q [B, H, Nq, D]``; autocast must be off.
+    """``(images, query rows, softmax(q kᵀ/√D) [b, H, c, Nk])`` in float32 over ``q [B, H, Nq, D]``; autocast must be
+    off.
 
     A chunk holds as many whole images as ``chunk_bytes`` allows, or rows of one image; traced, rows
     of every image, so that the graph keeps the batch size free. Half-precision

@@ -1,4 +1,5 @@
-"""The training state a checkpoint would hold, checked finite: weights, buffers (the loss weights too) and optimizer state."""
+"""The training state a checkpoint would hold, checked finite: weights, buffers (the loss weights too) and optimizer
+state."""
 from typing import Dict, List, Optional, Tuple
 
 import torch

@@ -81,7 +81,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def check_finite(values: Mapping[str, Optional[Union[Tensor, float]]], step: str) -> None:
-    """Raise :class:`NonFiniteLossError` naming ``step`` and the first of ``values`` (scalars, None skipped) not finite."""
+    """Raise :class:`NonFiniteLossError` naming ``step`` and the first of ``values`` (scalars, None skipped) not
+    finite."""
     for name, value in values.items():
         if isinstance(value, Tensor):
             value = value.detach()

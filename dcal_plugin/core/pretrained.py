@@ -7,8 +7,8 @@ from torch import nn
 
 from .checkpoint import POS_EMBED_KEPT_BY_TIMM, load_timm_state_dict
 
-# The paper's FGVC rows: DeiT on ImageNet-1k; ViT-B/16 and R50-ViT-B on Google's original ImageNet-21k weights, which the FGVC ViT
-# work of the paper's time (TransFG) fine-tunes (the 384 hybrid has only its 1k fine-tuning in timm)
+# The paper's FGVC rows: DeiT on ImageNet-1k; ViT-B/16 and R50-ViT-B on Google's original ImageNet-21k weights, which
+# the FGVC ViT work of the paper's time (TransFG) fine-tunes (the 384 hybrid has only its 1k fine-tuning in timm)
 PAPER_PRETRAINED_TAGS = {
     'deit_tiny_patch16_224': 'fb_in1k', 'deit_small_patch16_224': 'fb_in1k', 'deit_base_patch16_224': 'fb_in1k',
     'vit_base_patch16_224': 'orig_in21k', 'vit_base_r50_s16_224': 'orig_in21k',

@@ -43,7 +43,8 @@ def class_token_rollout(
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
     last = attentions[-1]
-    last = head_mean_rows(last, queries=1) if callable(last) else _head_mean(_checked_map(last, None, class_row_allowed=True))
+    last = (head_mean_rows(last, queries=1) if callable(last)
+            else _head_mean(_checked_map(last, None, class_row_allowed=True)))
     shape = last.shape[:1] + last.shape[-1:] * 2
     with torch.autocast(last.device.type, enabled=False):  # float32 under mixed precision too
         row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
@@ -61,7 +62,8 @@ def select_local_queries(scores: Tensor, ratio: float) -> Tensor:
 
 
 def random_local_queries(batch: int, num_patches: int, ratio: float, device: torch.device) -> Tensor:
-    """Indices ``[B, R]`` of R distinct patches per image, drawn uniformly at random (the paper's "random queries" ablation)."""
+    """Indices ``[B, R]`` of R distinct patches per image, drawn uniformly at random (the paper's "random queries"
+    ablation)."""
     count = num_local_queries(num_patches, ratio)
     return torch.rand(batch, num_patches, device=device).topk(count, dim=-1).indices
 
@@ -85,7 +87,8 @@ def _apply_residual_map(
     else:
         with torch.autocast(row.device.type, enabled=False):
             attention = attention.float()
-            scaled = row if rows_sum_to_one else row / ((1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight)
+            scaled = (row if rows_sum_to_one
+                      else row / ((1.0 - residual_weight) * attention.sum(dim=-1) + residual_weight))
             mixed = torch.bmm(scaled.unsqueeze(1), attention).squeeze(1)
     return (1.0 - residual_weight) * mixed + residual_weight * scaled
 
@@ -128,7 +131,8 @@ def _head_mean_shape(attention: Tensor) -> torch.Size:
 
 
 def _checked_map(attention: Tensor, shape: Optional[torch.Size], class_row_allowed: bool = False) -> Tensor:
-    """Validate one map, ``[B, H, N, N]`` or ``[B, N, N]`` (or its class row ``[B, (H,) 1, N]`` if allowed), of head-mean ``shape`` when given."""
+    """Validate one map, ``[B, H, N, N]`` or ``[B, N, N]`` (or its class row ``[B, (H,) 1, N]`` if allowed), of
+    head-mean ``shape`` when given."""
     rows = attention.shape[-2] if attention.dim() in (3, 4) else None
     if rows is None or (rows != attention.shape[-1] and not (class_row_allowed and rows == 1)):
         raise ValueError(f'attention maps must be [B, H, N, N] or [B, N, N], got {tuple(attention.shape)}')

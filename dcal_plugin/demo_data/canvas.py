@@ -70,7 +70,8 @@ def render_pair(
     options: RenderOptions,
     fragment_pool: np.ndarray,
 ) -> np.ndarray:
-    """Image (S, S, 3) uint8: two digits' ink (8, 8), the first in the left half and the second in the right, over clutter.
+    """Image (S, S, 3) uint8: two digits' ink (8, 8), the first in the left half and the second in the right, over
+    clutter.
 
     Each digit's side is ``digit_scale`` times the canvas side, at most half of it; its position
     in its half is random.
@@ -90,7 +91,8 @@ def render_pair(
 
 def _cluttered_canvas(rng: np.random.Generator, style: Style, options: RenderOptions,
                       fragment_pool: np.ndarray) -> np.ndarray:
-    """Canvas (S, S, 3) float32: tinted noise, blobs, strokes and digit fragments as much as ``clutter``, pixel noise."""
+    """Canvas (S, S, 3) float32: tinted noise, blobs, strokes and digit fragments as much as ``clutter``, pixel
+    noise."""
     size = options.image_size
     canvas = _noise_background(rng, style, size, options.clutter)
     for _ in range(rng.poisson(6.0 * options.clutter)):

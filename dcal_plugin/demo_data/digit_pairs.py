@@ -44,7 +44,8 @@ def split_pair_sources(held_out: Iterable[int], test_share: float = 0.15,
 
 def render_digit_pairs(num_images: int, pool: np.ndarray, options: RenderOptions,
                        seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """``num_images`` canvases ``[N, S, S, 3]`` uint8 of two digits from ``pool`` (sklearn indices), and their pair class ``[N]``.
+    """``num_images`` canvases ``[N, S, S, 3]`` uint8 of two digits from ``pool`` (sklearn indices), and their pair
+    class ``[N]``.
 
     Each image: a pair class uniformly, one sample of each of its digits from ``pool``, a random
     order (left, right) and rendering style.

@@ -62,7 +62,8 @@ def plan_reid(seed: int, options: ReidOptions, val_per_train_id: int = 0) -> Lis
 
 
 def plan_reid_with_disjoint_ids(seed: int, options: ReidOptions) -> List[PlannedImage]:
-    """:func:`plan_reid` with identities numbered 1..N across train and test (ascending in each, interleaved at random)."""
+    """:func:`plan_reid` with identities numbered 1..N across train and test (ascending in each, interleaved at
+    random)."""
     shuffled = np.random.default_rng([seed, ID_STREAM]).permutation(options.num_train_ids + options.num_test_ids) + 1
     train_ids = sorted(shuffled[:options.num_train_ids].tolist())
     test_ids = sorted(shuffled[options.num_train_ids:].tolist())

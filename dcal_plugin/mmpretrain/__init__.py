@@ -1,4 +1,5 @@
-"""MMPretrain adapter: importing it registers DCAL's backbone, head, metric and hooks in mmpretrain's registries.
+"""MMPretrain adapter: importing it registers DCAL's backbone, head, metric and hooks in mmpretrain's registries,
+and the shipped FGVC configs in its ``ModelHub`` (``mmpretrain.list_models('*dcal*')``, ``get_model(NAME)``).
 
 Use ``custom_imports = dict(imports=['dcal_plugin.mmpretrain'], allow_failed_imports=False)`` in a config.
 """
@@ -9,6 +10,7 @@ from .dataset_check_hook import DatasetCheckHook, check_image_files
 from .head import DCALClsHead
 from .load_image import DCALLoadImageFromFile
 from .metrics import DCALBranchAccuracy
+from .model_index import register_model_index
 from .non_finite_loss_hook import NonFiniteLossHook
 from .optim_constructor import DCALOptimWrapperConstructor
 from .plain_checkpoint_hook import PlainCheckpointHook
@@ -22,5 +24,7 @@ __all__ = [
     'AttentionRolloutHook', 'DCALBranchAccuracy', 'DCALCheckpointHook', 'DCALClassifier', 'DCALClsHead',
     'DCALLoadImageFromFile', 'DCALOptimWrapperConstructor', 'DCALRunner', 'DCALVisionTransformer', 'DatasetCheckHook',
     'EpochSeedHook', 'NonFiniteLossHook', 'PlainCheckpointHook', 'WeightDriftHook', 'WorkDirLockHook',
-    'build_trained_model', 'check_image_files', 'draw_rollouts',
+    'build_trained_model', 'check_image_files', 'draw_rollouts', 'register_model_index',
 ]
+
+register_model_index()

@@ -131,7 +131,8 @@ class DCALVisionTransformer(BaseModule):
         return self.dcal.vit.num_features
 
     def init_weights(self) -> None:
-        """Load a ``Pretrained`` init_cfg's checkpoint (timm, mmpretrain ViT/DeiT, DCAL), else initialise as mmengine."""
+        """Load a ``Pretrained`` init_cfg's checkpoint (timm, mmpretrain ViT/DeiT, DCAL), else initialise as
+        mmengine."""
         pretrained = self._pretrained_cfg()
         if pretrained is None:
             super().init_weights()

@@ -1,4 +1,5 @@
-"""``DCALCheckpointHook``: mmengine's ``CheckpointHook`` whose checkpoints a crash at any moment can neither corrupt nor lose.
+"""``DCALCheckpointHook``: mmengine's ``CheckpointHook`` whose checkpoints a crash at any moment can neither corrupt nor
+lose.
 
 mmengine writes a checkpoint file in place, then ``last_checkpoint`` in place; after a new best
 it removes the old best, writes the new one and re-writes ``epoch_N.pth``. A kill during any of
@@ -43,7 +44,8 @@ register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
 
 @HOOKS.register_module()
 class DCALCheckpointHook(CheckpointHook):
-    """``CheckpointHook`` (same arguments) with atomic writes, a resume that finds the latest complete checkpoint, and the true best.
+    """``CheckpointHook`` (same arguments) with atomic writes, a resume that finds the latest complete checkpoint, and
+    the true best.
 
     - Every checkpoint, best ones included, is written whole or not at all (``backend_args``
       defaults to :class:`AtomicLocalBackend`), and so is ``last_checkpoint``, after it.
@@ -105,7 +107,8 @@ class DCALCheckpointHook(CheckpointHook):
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
-    """The complete checkpoint ``work_dir/last_checkpoint`` names, else the newest complete ``*.pth`` there (no best)."""
+    """The complete checkpoint ``work_dir/last_checkpoint`` names, else the newest complete ``*.pth`` there (no
+    best)."""
     candidates = [path for path in glob.glob(osp.join(work_dir, '*.pth'))
                   if not osp.basename(path).startswith((TEMPORARY_PREFIX, 'best_'))]
     return latest_complete_checkpoint(osp.join(work_dir, LAST_CHECKPOINT), candidates)

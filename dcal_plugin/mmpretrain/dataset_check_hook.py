@@ -42,7 +42,8 @@ class DatasetCheckHook(Hook):
 
 
 def check_image_files(dataset, decoded_sample: int = DECODED_SAMPLE) -> None:
-    """Raise naming the first listed ``img_path`` of an mmengine dataset that is missing (``FileNotFoundError``) or corrupt."""
+    """Raise naming the first listed ``img_path`` of an mmengine dataset that is missing (``FileNotFoundError``) or
+    corrupt."""
     paths = [info['img_path'] for info in (dataset.get_data_info(i) for i in range(len(dataset))) if 'img_path' in info]
     what = f'{type(dataset).__name__} at {getattr(dataset, "data_root", "")}'
     missing = [path for path in paths if not os.path.isfile(path)]

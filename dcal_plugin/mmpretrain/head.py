@@ -59,10 +59,12 @@ class DCALClsHead(ClsHead):
     def forward(self, feats: Sequence[Optional[Tensor]]) -> Tuple[Optional[Tensor], ...]:
         """Branch features ``(sa, glca[, pwca])`` ``[B, C]`` or None -> logits ``[B, K]`` or None, in the same order."""
         classifiers = (self.sa_fc, self.glca_fc, self.sa_fc)
-        return tuple(None if feature is None else classifier(feature) for classifier, feature in zip(classifiers, feats))
+        return tuple(None if feature is None else classifier(feature)
+                     for classifier, feature in zip(classifiers, feats))
 
     def pre_logits(self, feats: Sequence[Optional[Tensor]]) -> Tensor:
-        """Branch features ``(sa, glca[, pwca])`` -> what the prediction classifies: SA ‖ GLCA ``[B, 2C]`` (SA alone without GLCA).
+        """Branch features ``(sa, glca[, pwca])`` -> what the prediction classifies: SA ‖ GLCA ``[B, 2C]`` (SA alone
+        without GLCA).
 
         ``ImageClassifier.extract_feat(stage='pre_logits')`` returns it (mmpretrain's feature
         extraction); PWCA, a training branch, is left out.
@@ -104,7 +106,8 @@ class DCALClsHead(ClsHead):
 
     @staticmethod
     def scores(logits: Sequence[Optional[Tensor]]) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Branch logits ``(sa, glca[, pwca])`` ``[B, K]`` or None -> ``pred_score`` ``[B, K]`` and ``{branch: softmax}``.
+        """Branch logits ``(sa, glca[, pwca])`` ``[B, K]`` or None -> ``pred_score`` ``[B, K]`` and
+        ``{branch: softmax}``.
 
         The core's :func:`~dcal_plugin.core.output.fused_scores`: the mean of the SA and GLCA
         probabilities (SA's alone without GLCA), float32.

@@ -1,4 +1,5 @@
-"""``DCALOptimWrapperConstructor``: mmengine's default constructor, its parameter groups plain dicts for ``torch.compile``."""
+"""``DCALOptimWrapperConstructor``: mmengine's default constructor, its parameter groups plain dicts for
+``torch.compile``."""
 import torch
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS

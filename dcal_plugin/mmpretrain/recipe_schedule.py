@@ -1,4 +1,5 @@
-"""An MMPretrain config's optimizer and learning-rate schedule as mmengine's Runner builds them, for ``recipe_check``."""
+"""An MMPretrain config's optimizer and learning-rate schedule as mmengine's Runner builds them, for
+``recipe_check``."""
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, DefaultScope
@@ -9,7 +10,8 @@ from ..recipe_check import STAND_IN_CLASSES, STAND_IN_VIT, RecipeSchedule, merge
 
 
 def stand_in_model(cfg: Config) -> nn.Module:
-    """The config's classifier with a narrow backbone (:data:`~dcal_plugin.recipe_check.STAND_IN_VIT`), no weights loaded.
+    """The config's classifier with a narrow backbone (:data:`~dcal_plugin.recipe_check.STAND_IN_VIT`), no weights
+    loaded.
 
     The config's depth (12 when it sets none), frozen stages and DCAL options are kept: layer-wise
     lr decay and frozen blocks act per block.
@@ -22,7 +24,8 @@ def stand_in_model(cfg: Config) -> nn.Module:
 
 
 def recipe_schedule(cfg: Config, model: nn.Module, epoch_length: int, world_size: int = 1) -> RecipeSchedule:
-    """``cfg``'s optimizer on ``model`` (lr scaled as ``Runner.scale_lr``) and its param schedulers, ``epoch_length`` iterations an epoch.
+    """``cfg``'s optimizer on ``model`` (lr scaled as ``Runner.scale_lr``) and its param schedulers, ``epoch_length``
+    iterations an epoch.
 
     As mmengine's Runner: the optimizer wrapper from ``optim_wrapper`` (its constructor and
     ``paramwise_cfg``), the lr times (batch × ``world_size``) / ``auto_scale_lr.base_batch_size``

@@ -62,7 +62,8 @@ def has_rollout(model) -> bool:
 
 @torch.no_grad()
 def draw_rollouts(model, samples: list) -> list:
-    """Packed samples (``inputs`` uint8 ``[3, H, W]``) -> RGB pictures ``[H, 3W+8, 3]`` uint8 of an mmpretrain DCAL model."""
+    """Packed samples (``inputs`` uint8 ``[3, H, W]``) -> RGB pictures ``[H, 3W+8, 3]`` uint8 of an mmpretrain DCAL
+    model."""
     if not has_rollout(model):
         raise ValueError(f'{type(model.backbone.dcal).__name__} computes no attention rollout (Swin: PWCA only, no '
                          'GLCA): there is no heat-map to draw')

@@ -72,7 +72,8 @@ def build_trained_model(cfg: Config, checkpoint: str,
 
 
 def check_trained_checkpoint(model: nn.Module, checkpoint: str) -> None:
-    """Raise ``ValueError`` naming what differs unless ``checkpoint`` holds weights of exactly ``model`` (all keys and shapes)."""
+    """Raise ``ValueError`` naming what differs unless ``checkpoint`` holds weights of exactly ``model`` (all keys and
+    shapes)."""
     with old_checkpoint_help(str(checkpoint)):
         loaded = load_checkpoint_file(str(checkpoint), 'a checkpoint of this config\'s model (tools/train.py, '
                                       'tools/publish_model.py)', ('state_dict',))

@@ -32,7 +32,8 @@ class WeightDriftHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         """Keep a copy of the weights training starts from."""
-        self.reference = {name: parameter.detach().clone() for name, parameter in self._model(runner).named_parameters()}
+        self.reference = {name: parameter.detach().clone()
+                          for name, parameter in self._model(runner).named_parameters()}
 
     def after_train_epoch(self, runner: Runner) -> None:
         """Compute, log and keep each group's relative change and norm."""

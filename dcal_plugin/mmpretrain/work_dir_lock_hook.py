@@ -11,8 +11,8 @@ class WorkDirLockHook(Hook):
     """Lock the work dir from the start of training to its end (:class:`~dcal_plugin.work_dir_lock.WorkDirLock`).
 
     A second training run started into the same work dir stops before its first iteration,
-    having written nothing but mmengine's config dump and its own timestamped log folder, with a ``WorkDirBusyError`` naming the
-    folder and the process that holds it. The main process holds the lock; the operating system
+    having written nothing but mmengine's config dump and its own timestamped log folder, with a ``WorkDirBusyError``
+    naming the folder and the process that holds it. The main process holds the lock; the operating system
     releases it when that process ends, however it ends. Testing (``runner.test()``) takes no lock.
     """
 

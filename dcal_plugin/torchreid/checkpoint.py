@@ -1,4 +1,5 @@
-"""torchreid checkpoints (``model.pth.tar-N``): written whole or not at all, read under ``weights_only`` with clear errors.
+"""torchreid checkpoints (``model.pth.tar-N``): written whole or not at all, read under ``weights_only`` with clear
+errors.
 
 ``DCALEngine`` writes ``rank1`` as a Python float, so its checkpoints are plain data that
 torchreid's own loaders read as they are. Checkpoints written before (and by torchreid's own
@@ -33,7 +34,8 @@ CLASSIFIER_KEYS = ('classifier.weight', 'classifier.bias')  # DCALReID's ID clas
 
 
 def save_checkpoint(state: dict, model_dir: str, is_best: bool = False) -> str:
-    """torchreid's ``save_checkpoint`` made atomic: ``model.pth.tar-{epoch}``, the best's copy, then ``last_checkpoint``.
+    """torchreid's ``save_checkpoint`` made atomic: ``model.pth.tar-{epoch}``, the best's copy, then
+    ``last_checkpoint``.
 
     Each file holds its old content or all of the new (:func:`~dcal_plugin.atomic_file.write_atomically`),
     so a crash never leaves a partial checkpoint, nor a ``last_checkpoint`` naming one. Returns the path.
@@ -50,7 +52,8 @@ def save_checkpoint(state: dict, model_dir: str, is_best: bool = False) -> str:
 
 
 def latest_checkpoint(model_dir: str) -> Optional[str]:
-    """The complete checkpoint ``model_dir/last_checkpoint`` names, else the newest complete ``model.pth.tar-N`` there."""
+    """The complete checkpoint ``model_dir/last_checkpoint`` names, else the newest complete ``model.pth.tar-N``
+    there."""
     return latest_complete_checkpoint(osp.join(model_dir, LAST_CHECKPOINT),
                                       glob.glob(osp.join(model_dir, CHECKPOINT_PREFIX + '*')))
 
@@ -58,7 +61,8 @@ def latest_checkpoint(model_dir: str) -> Optional[str]:
 def resume_from_checkpoint(fpath: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: torch.optim.lr_scheduler.LRScheduler,
                            grad_scaler: Optional[torch.amp.GradScaler] = None) -> int:
-    """torchreid's ``resume_from_checkpoint``: restore model, optimizer, scheduler (and loss scale); return the start epoch.
+    """torchreid's ``resume_from_checkpoint``: restore model, optimizer, scheduler (and loss scale); return the start
+    epoch.
 
     A file that is no such checkpoint (empty, cut short, text, a list, a dict without the keys)
     raises ``CheckpointFileError`` saying what it is.

@@ -15,7 +15,8 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def get_default_config() -> CfgNode:
-    """Defaults: DeiT-Tiny DCAL on VeRi-776 at 256×256, SGD 0.008, cosine, 120 epochs, 16 ids × 4 images; TransReID's rest."""
+    """Defaults: DeiT-Tiny DCAL on VeRi-776 at 256×256, SGD 0.008, cosine, 120 epochs, 16 ids × 4 images; TransReID's
+    rest."""
     cfg = CfgNode()
 
     cfg.model = CfgNode()

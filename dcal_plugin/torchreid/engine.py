@@ -1,4 +1,5 @@
-"""DCALEngine: torchreid's triplet engine with DCAL's three branches, TransReID's losses, uncertainty weighting (METHOD §5)."""
+"""DCALEngine: torchreid's triplet engine with DCAL's three branches, TransReID's losses, uncertainty weighting
+(METHOD §5)."""
 import contextlib
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
@@ -121,7 +122,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
                 check_datamanager_images(self.datamanager)
             super().run(*args, **kwargs)
 
-    def _evaluate(self, dataset_name: str = '', query_loader=None, gallery_loader=None, **kwargs) -> Tuple[float, float]:
+    def _evaluate(self, dataset_name: str = '', query_loader=None, gallery_loader=None,
+                  **kwargs) -> Tuple[float, float]:
         """torchreid's test of the retrieval feature; the features it extracts also score each branch.
 
         ``branch_results[dataset_name]`` then holds :func:`~dcal_plugin.torchreid.evaluation.score_branches`
@@ -157,7 +159,8 @@ class DCALEngine(torchreid.engine.ImageTripletEngine):
         return features
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers: Optional[List[str]] = None) -> None:
-        """torchreid's epoch, seeded from ``(seed, epoch)`` if a seed was given (a resumed run repeats the uninterrupted one).
+        """torchreid's epoch, seeded from ``(seed, epoch)`` if a seed was given (a resumed run repeats the uninterrupted
+        one).
 
         The meters are read from the device every ``print_freq`` steps and at the epoch's end.
         """
@@ -279,7 +282,8 @@ def check_triplet_batch(pids: Tensor) -> None:
 
 
 def check_image_size(datamanager, model: DCALReID) -> None:
-    """Raise unless the data manager's ``height`` × ``width`` is the image size ``model`` was built for (or it takes any)."""
+    """Raise unless the data manager's ``height`` × ``width`` is the image size ``model`` was built for (or it takes
+    any)."""
     data_size = (datamanager.height, datamanager.width)
     model_size = tuple(model.dcal.vit.patch_embed.img_size)
     if getattr(model.dcal.vit, 'dynamic_img_size', False):
@@ -297,7 +301,8 @@ def check_image_size(datamanager, model: DCALReID) -> None:
 
 
 def check_query_identities(test_dataset: Dict[str, Dict[str, List[Tuple]]]) -> None:
-    """Raise if a query identity of any test set has no gallery image (``{name: {'query': items, 'gallery': items}}``)."""
+    """Raise if a query identity of any test set has no gallery image
+    (``{name: {'query': items, 'gallery': items}}``)."""
     for name, splits in test_dataset.items():
         missing = sorted({item[1] for item in splits['query']} - {item[1] for item in splits['gallery']})
         if missing:

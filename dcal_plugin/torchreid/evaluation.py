@@ -23,7 +23,8 @@ class RankResult:
 
 @torch.no_grad()
 def extract_features(engine, loader) -> Tuple[Tensor, np.ndarray, np.ndarray]:
-    """Eval features ``[N, 2C]`` (CPU), pids ``[N]`` and camids ``[N]`` of a loader, as torchreid's test loop gets them."""
+    """Eval features ``[N, 2C]`` (CPU), pids ``[N]`` and camids ``[N]`` of a loader, as torchreid's test loop gets
+    them."""
     engine.set_model_mode('eval')
     device = next(engine.model.parameters()).device
     features, pids, camids = [], [], []

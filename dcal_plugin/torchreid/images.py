@@ -15,7 +15,8 @@ _DATASET_MODULE = torchreid.data.datasets.dataset  # where torchreid's ImageData
 
 
 def check_datamanager_images(datamanager: torchreid.data.ImageDataManager) -> None:
-    """Raise ``CorruptImageError`` naming the first bad images of the train set and each test set's query and gallery."""
+    """Raise ``CorruptImageError`` naming the first bad images of the train set and each test set's query and
+    gallery."""
     check_images([item[0] for item in datamanager.train_loader.dataset.data], 'the Re-ID train set')
     for name, splits in datamanager.test_dataset.items():
         for split, items in splits.items():

@@ -28,7 +28,8 @@ class BNNeck(nn.BatchNorm1d):
         self.register_buffer('bias', torch.zeros(num_features))
 
     def normalize_with_batch_statistics(self, feature: Tensor) -> Tensor:
-        """``[B, C] -> [B, C]`` with this batch's statistics and the shared scale, leaving the running statistics alone."""
+        """``[B, C] -> [B, C]`` with this batch's statistics and the shared scale, leaving the running statistics
+        alone."""
         return F.batch_norm(feature, None, None, self.weight, self.bias, training=True, eps=self.eps)
 
 
@@ -102,7 +103,8 @@ class DCALReID(nn.Module):
 
     def forward(self, x: Tensor, distractor_index: Optional[Tensor] = None,
                 branch_outputs: bool = False) -> Union[DCALOutput, Tensor]:
-        """Images ``[B, 3, H, W]`` -> train: :class:`DCALOutput` (features ``[B, C]``, logits ``[B, K]``); eval: ``[B, 2C]``."""
+        """Images ``[B, 3, H, W]`` -> train: :class:`DCALOutput` (features ``[B, C]``, logits ``[B, K]``); eval:
+        ``[B, 2C]``."""
         if self.training and not branch_outputs:
             raise TypeError(
                 'DCALReID in train mode returns the features and ID logits of SA, GLCA and PWCA, not the logits '
@@ -153,7 +155,8 @@ def build_dcal_reid(
     ``DCALViT.from_timm``), a string another tag, ``checkpoint_path`` a local file. ``kwargs`` are
     DCAL's other options, by the names and with the defaults of :class:`~dcal_plugin.core.DCALViT`
     (``use_glca``, ``use_pwca``, ``query_selection``, ...; a Swin model needs ``use_glca=False``, see
-    :func:`~dcal_plugin.core.families.dcal_from_timm`), then ``timm.create_model``'s (e.g. ``depth``). [ours] Position embeddings are resized to ``img_size`` by timm's checkpoint filter
+    :func:`~dcal_plugin.core.families.dcal_from_timm`), then ``timm.create_model``'s (e.g. ``depth``).
+    [ours] Position embeddings are resized to ``img_size`` by timm's checkpoint filter
     (bicubic; TransReID resizes bilinearly).
     """
     if pretrained is True:

@@ -1,4 +1,5 @@
-"""A torchreid yaml config's optimizer and learning-rate schedule as ``tools/train_reid.py`` builds them, for ``recipe_check``."""
+"""A torchreid yaml config's optimizer and learning-rate schedule as ``tools/train_reid.py`` builds them, for
+``recipe_check``."""
 from yacs.config import CfgNode
 
 from dcal_plugin.core import DCALViT
@@ -20,7 +21,8 @@ def stand_in_model(cfg: CfgNode) -> DCALReID:
 
 
 def recipe_schedule(cfg: CfgNode, model: DCALReID, epoch_length: int) -> RecipeSchedule:
-    """``cfg``'s optimizer on ``model`` and its scheduler (stepped once per epoch, as torchreid's engine), ``epoch_length`` iterations an epoch."""
+    """``cfg``'s optimizer on ``model`` and its scheduler (stepped once per epoch, as torchreid's engine),
+    ``epoch_length`` iterations an epoch."""
     optimizer = merge_equal_param_groups(build_optimizer(model, **optimizer_kwargs(cfg)))
     scheduler = build_scheduler(optimizer, **scheduler_kwargs(cfg))
     return RecipeSchedule(optimizer=optimizer, step_iteration=lambda: None, step_epoch=scheduler.step,

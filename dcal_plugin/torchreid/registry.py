@@ -79,7 +79,8 @@ def _build_from_factory(
         model_name: str, img_size: Tuple[int, int], num_classes: int, loss: str = 'softmax', pretrained: bool = True,
         use_gpu: bool = True,
 ) -> DCALReID:
-    """``build_model``'s call: a DCALReID built at ``img_size`` (H, W), taking any size, with timm's pretrained weights by default.
+    """``build_model``'s call: a DCALReID built at ``img_size`` (H, W), taking any size, with timm's pretrained weights
+    by default.
 
     ``pretrained=True`` (torchreid's default) loads timm's weights of the paper's Re-ID tag through timm's
     hub mechanism (see ``build_dcal_reid``). The train output serves :class:`DCALEngine` whatever

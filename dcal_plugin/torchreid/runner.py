@@ -53,7 +53,8 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
 
 
 def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:
-    """``nn.DataParallel(model)`` when it trains on more than one visible GPU (as torchreid's main.py), else ``model``."""
+    """``nn.DataParallel(model)`` when it trains on more than one visible GPU (as torchreid's main.py), else
+    ``model``."""
     if use_gpu and torch.cuda.device_count() > 1:
         print(f'Training on {torch.cuda.device_count()} GPUs with nn.DataParallel')
         return nn.DataParallel(model)
@@ -61,7 +62,8 @@ def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:
 
 
 def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
-    """Train (unless ``test.evaluate``; from ``model.resume`` if given, or 'auto') and test; print and return the results."""
+    """Train (unless ``test.evaluate``; from ``model.resume`` if given, or 'auto') and test; print and return the
+    results."""
     engine = build_engine(cfg)
     start_epoch = cfg.train.start_epoch
     resume = latest_checkpoint(osp.join(cfg.data.save_dir, 'model')) if cfg.model.resume == AUTO else cfg.model.resume

@@ -23,7 +23,8 @@ def attention_row(query: Tensor, keys: Tensor, values: Tensor) -> Tensor:
 
 
 def cross_attention_block(block, queries_in: Tensor, context: Tensor) -> Tensor:
-    """A pre-norm block where tokens ``queries_in [Nq, C]`` attend over ``context [M, C]`` (already part of the keys)."""
+    """A pre-norm block where tokens ``queries_in [Nq, C]`` attend over ``context [M, C]`` (already part of the
+    keys)."""
     attn = block.attn
     q_tokens, kv_tokens = block.norm1(queries_in), block.norm1(context)
     heads = []
@@ -51,14 +52,16 @@ def rollout_full(maps, residual_weight: float = 0.5) -> Tensor:
     result = None
     for attention in maps:
         attention = attention.double()
-        augmented = (1 - residual_weight) * attention + residual_weight * torch.eye(attention.shape[0], dtype=torch.float64)
+        augmented = ((1 - residual_weight) * attention
+                     + residual_weight * torch.eye(attention.shape[0], dtype=torch.float64))
         augmented = augmented / augmented.sum(-1, keepdim=True)
         result = augmented if result is None else augmented @ result
     return result
 
 
 def pooled_glca(model, tokens: Tensor, patch_index: Tensor):
-    """GLCA of one image ``tokens [N, C]``: its block on tokens ``1 + patch_index`` -> mean -> norm -> (feature, logits)."""
+    """GLCA of one image ``tokens [N, C]``: its block on tokens ``1 + patch_index`` -> mean -> norm -> (feature,
+    logits)."""
     pooled = cross_attention_block(model.glca_block, tokens[patch_index + 1], tokens).mean(0)
     feature = model.glca_norm(pooled)
     return feature, model.glca_head(feature)

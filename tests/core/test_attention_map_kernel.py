@@ -1,5 +1,4 @@
 """The CPU-aware kernel behind the rollout's maps against an explicit loop; its CPU path chosen by measurement."""
-import inspect
 
 import pytest
 import torch

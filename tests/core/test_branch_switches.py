@@ -1,4 +1,5 @@
-"""The ablation switches ``use_glca`` / ``use_pwca``: a switched-off branch is absent, the others compute what the full model computes."""
+"""The ablation switches ``use_glca`` / ``use_pwca``: a switched-off branch is absent, the others compute what the full
+model computes."""
 import copy
 
 import pytest

@@ -35,9 +35,10 @@ def test_attention_maps_are_each_blocks_head_mean_of_timms_tokens():
     assert len(maps) == 3 and len(model.attention_maps(x, 2)) == 2
     tokens = sa_tokens_per_block(model.vit, x)
     with torch.no_grad():
-        for l, block in enumerate(model.vit.blocks):
+        for depth, block in enumerate(model.vit.blocks):
             for b in range(2):
-                torch.testing.assert_close(maps[l][b], head_mean_attention(block, tokens[l][b]), rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(maps[depth][b], head_mean_attention(block, tokens[depth][b]),
+                                           rtol=1e-4, atol=1e-6)
     assert not maps[0].requires_grad
 
 
@@ -49,7 +50,7 @@ def test_rollout_map_is_the_class_row_on_the_patch_grid():
     tokens = sa_tokens_per_block(model.vit, x)
     with torch.no_grad():
         for b in range(2):
-            maps = [head_mean_attention(block, tokens[l][b]) for l, block in enumerate(model.vit.blocks)]
+            maps = [head_mean_attention(block, tokens[depth][b]) for depth, block in enumerate(model.vit.blocks)]
             want = rollout_full(maps)[0, 1:].reshape(4, 4).float()
             torch.testing.assert_close(heat[b], want, rtol=1e-4, atol=1e-6)
 
@@ -63,9 +64,9 @@ def test_pwca_matches_explicit_concatenation_formula():
         sa = sa_tokens_per_block(model.vit, x)
         for b in range(3):
             y = sa[0][b]
-            for l, block in enumerate(model.vit.blocks):
+            for depth, block in enumerate(model.vit.blocks):
                 # I1's PWCA tokens attend over [K1; K2], [V1; V2]: K2, V2 from I2's SA tokens at block l
-                y = cross_attention_block(block, y, torch.cat([y, sa[l][partner[b]]]))
+                y = cross_attention_block(block, y, torch.cat([y, sa[depth][partner[b]]]))
             feature = model.vit.norm(y)[0]
             torch.testing.assert_close(out.pwca_feature[b], feature, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(out.pwca_logits[b], model.vit.head(feature), rtol=1e-4, atol=1e-4)
@@ -248,7 +249,8 @@ def test_wrong_input_size_is_a_clear_error():
         model(images(size=96))
     model = DCALViT(make_tiny_vit(img_size=(64, 32))).eval()
     with pytest.raises(ValueError, match=r'expects images \[B, C, 64, 32\], got \(2, 3, 64, 64\).*img_size=\(64, 64\) '
-                                         r'to use this size \(a checkpoint\'s position embeddings are resized on load\)'):
+                                         r'to use this size \(a checkpoint\'s position embeddings are resized '
+                                         r'on load\)'):
         model(images(batch=2))
 
 
@@ -309,7 +311,8 @@ def test_attention_dropout_reaches_every_branch_in_training_only(train):
 
 @pytest.mark.parametrize('map_rows', [None, MapRows.ALL])  # ALL: a rollout block, its map recomputed under autograd
 def test_every_attention_of_a_block_drops_its_own_weights_in_training(map_rows):
-    """Two draws of attention dropout change SA rows, PWCA rows and GLCA rows of one block; without dropout nothing changes."""
+    """Two draws of attention dropout change SA rows, PWCA rows and GLCA rows of one block; without dropout nothing
+    changes."""
     block = make_tiny_vit().blocks[0].train()
     x = torch.randn(4, 17, 192, requires_grad=True)
     partner, query_index = torch.tensor([1, 0]), torch.tensor([[1, 5], [2, 9], [3, 4], [7, 8]])

@@ -1,4 +1,5 @@
-"""Train-mode outputs that ``nn.DataParallel``'s gather joins (it refuses CPU tensors, so its tensor op is swapped for a cat)."""
+"""Train-mode outputs that ``nn.DataParallel``'s gather joins (it refuses CPU tensors, so its tensor op is swapped for a
+cat)."""
 import pytest
 import torch
 from torch.nn.parallel import _functions, scatter_gather

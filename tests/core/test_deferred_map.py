@@ -55,7 +55,8 @@ def test_row_times_head_mean_is_the_row_times_the_map_in_any_chunking(chunk_rows
 
 
 def deferred_run(model, mode, x):
-    """One forward (and backward in training) in ``mode``; returns the rollout's scores [B, P] and the shapes created."""
+    """One forward (and backward in training) in ``mode``; returns the rollout's scores [B, P] and the shapes
+    created."""
     if mode == 'eval, softmax None':
         model.softmax_with_head_mean = None
     model.train(mode.startswith('train'))
@@ -90,7 +91,8 @@ def test_the_deferred_rollout_makes_no_whole_map_and_gives_the_reference_scores(
     with torch.no_grad():
         tokens_per_block = sa_tokens_per_block(model.vit, x)
         for b in range(2):
-            maps = [head_mean_attention(block, tokens_per_block[l][b]) for l, block in enumerate(model.vit.blocks)]
+            maps = [head_mean_attention(block, tokens_per_block[depth][b])
+                    for depth, block in enumerate(model.vit.blocks)]
             want = rollout_full(maps)[0, 1:]
             # bfloat16: as tests/core/test_mixed_precision.py's rollout map (steep scores, errors adding up over blocks)
             tolerance = dict(rtol=0, atol=2 ** -6) if 'bfloat16' in mode else dict(rtol=1e-4, atol=1e-6)
@@ -115,7 +117,8 @@ def test_under_checkpointing_the_maps_keep_nothing_alive_across_blocks():
 
 
 def test_vit_base_at_448_batch_16_is_read_in_chunks_of_at_most_chunk_bytes():
-    """The issue's workload, on fake tensors (shapes only), with the chunks of a GPU: one image each; CPU's are smaller."""
+    """The issue's workload, on fake tensors (shapes only), with the chunks of a GPU: one image each; CPU's are
+    smaller."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     assert chunk_bytes_on(torch.device('cuda')) == CHUNK_BYTES and chunk_bytes_on(torch.device('cpu')) < CHUNK_BYTES

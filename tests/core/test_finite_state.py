@@ -31,7 +31,8 @@ def test_a_finite_state_passes(dtype):
 def test_each_kind_of_divergence_is_named(dtype):
     model, optimizer = trained(dtype)
     cases = [
-        (lambda: model.body[0].weight.data.__setitem__((1, 2), 1e30), r"parameter body\.0\.weight holds values of magnitude 1e\+30"),
+        (lambda: model.body[0].weight.data.__setitem__((1, 2), 1e30),
+         r"parameter body\.0\.weight holds values of magnitude 1e\+30"),
         (lambda: model.body[1].running_var.data.__setitem__(0, float('nan')), r'buffer body\.1\.running_var holds NaN'),
         (lambda: model.loss_weighting.log_vars.data.__setitem__(2, float('inf')),
          r'parameter loss_weighting\.log_vars holds inf'),
@@ -69,5 +70,6 @@ def test_parameters_without_optimizer_state_and_state_outside_the_model():
     optimizer.add_param_group({'params': [idle, outside]})
     check_finite_state(model, optimizer, 'x')
     optimizer.state[outside]['exp_avg'] = torch.tensor([0.0, float('nan')])
-    with pytest.raises(NonFiniteStateError, match="optimizer state 'exp_avg' of a parameter outside the model holds NaN"):
+    with pytest.raises(NonFiniteStateError,
+                       match="optimizer state 'exp_avg' of a parameter outside the model holds NaN"):
         check_finite_state(model, optimizer, 'x')

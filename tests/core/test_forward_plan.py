@@ -63,6 +63,7 @@ def test_the_models_softmax_attribute_computes_the_whole_maps_on_cpu_without_aut
         query_rows.append(q.shape[2])
         return default(q, *args, **kwargs)
 
+    shared = None  # the first call's output, which the second (no shared softmax) must select alike
     for softmax, want in ((counting_softmax, [] if train else [17] * (len(model.vit.blocks) - 1)), (None, [])):
         model.softmax_with_head_mean = softmax
         query_rows.clear()

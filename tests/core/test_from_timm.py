@@ -1,4 +1,5 @@
-"""DCALViT.from_timm on checkpoints that timm itself writes: the SA branch equals timm, at the original and resized inputs."""
+"""DCALViT.from_timm on checkpoints that timm itself writes: the SA branch equals timm, at the original and resized
+inputs."""
 import pytest
 import timm
 import torch
@@ -44,9 +45,11 @@ def test_sa_logits_equal_timm_at_the_checkpoint_size(full_checkpoint):
 
 @pytest.mark.parametrize('img_size', [448, (256, 128)])
 def test_sa_equals_timm_pretrained_path_after_resizing(full_checkpoint, img_size):
-    name, num_classes, path = full_checkpoint['name'], full_checkpoint['cfg_classes'], full_checkpoint['pretrained_path']
+    name, num_classes, path = (full_checkpoint['name'], full_checkpoint['cfg_classes'],
+                               full_checkpoint['pretrained_path'])
     reference = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=path), img_size=img_size, num_classes=num_classes).eval()
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=path), img_size=img_size,
+        num_classes=num_classes).eval()
     model = DCALViT.from_timm(name, checkpoint_path=path, img_size=img_size, num_classes=num_classes).eval()
     height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
     x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(2))

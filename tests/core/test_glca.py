@@ -1,4 +1,5 @@
-"""GLCA against the loop formulas of ``reference.py``: its output depends on the patches it selects, and only on them."""
+"""GLCA against the loop formulas of ``reference.py``: its output depends on the patches it selects, and only on
+them."""
 import pytest
 import torch
 
@@ -30,7 +31,7 @@ def test_glca_matches_per_query_loop_with_pooling(glca_block_index):
         out = model(x)
         tokens = sa_tokens_per_block(model.vit, x)
         for b in range(x.shape[0]):
-            maps = [head_mean_attention(model.vit.blocks[l], tokens[l][b]) for l in range(i + 1)]
+            maps = [head_mean_attention(model.vit.blocks[depth], tokens[depth][b]) for depth in range(i + 1)]
             selected = rollout_full(maps)[0, 1:].argsort(descending=True)[:4]
             assert sorted(out.local_query_index[b].tolist()) == sorted(selected.tolist())
             feature, logits = pooled_glca(model, tokens[i][b], selected)

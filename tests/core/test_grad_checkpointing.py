@@ -29,7 +29,8 @@ def test_timms_switch_checkpoints_every_block_of_every_stream(monkeypatch, optio
     model.vit.set_grad_checkpointing(True)  # timm's own API, on the SA branch's model
     calls = []
     checkpoint = torch.utils.checkpoint.checkpoint
-    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', lambda fn, *a, **k: calls.append(fn) or checkpoint(fn, *a, **k))
+    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint',
+                        lambda fn, *a, **k: calls.append(fn) or checkpoint(fn, *a, **k))
     train_loss(model, torch.randn(4, 3, 64, 64), torch.arange(4)).backward()
     assert len(calls) == len(model.vit.blocks) + model.use_glca  # each SA(+PWCA) block, and GLCA's
     calls.clear()

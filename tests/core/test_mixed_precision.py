@@ -90,7 +90,8 @@ def test_bf16_attention_maps_and_rollout_map_are_float32_tensors_close_to_float3
         assert isinstance(half, torch.Tensor) and half.dtype == torch.float32 and half.shape == (4, 17, 17)
         assert (half - full).abs().mean() <= 2 ** -8 and (half - full).abs().max() <= 0.25
     assert rollout.dtype == torch.float32 and rollout.shape == (4, 4, 4)
-    # a tenth of the largest score (0.16): each map enters mixed 1:1 with the identity, the class row averaging its errors
+    # a tenth of the largest score (0.16): each map enters mixed 1:1 with the identity, the class row averaging its
+    # errors
     torch.testing.assert_close(rollout, full_rollout, rtol=0, atol=2 ** -6)
     count = 5  # GLCA's top-R at ratio 0.3 of 16 patches
     top = [set(row.tolist()) for row in rollout.flatten(1).topk(count).indices]

@@ -1,4 +1,5 @@
-"""Original Google ViT ``.npz`` checkpoints, read by timm's own reader: the same model as the ``.pth`` of the same weights."""
+"""Original Google ViT ``.npz`` checkpoints, read by timm's own reader: the same model as the ``.pth`` of the same
+weights."""
 import pytest
 import timm
 import torch
@@ -19,8 +20,8 @@ def build_timm(name, img_size=NPZ_SIZE, num_classes=CLASSES, seed=0, **overrides
 
 def build_dcal(name, path=None, img_size=NPZ_SIZE, num_classes=CLASSES, seed=0, **overrides):
     torch.manual_seed(seed)
-    return DCALViT.from_timm(name, checkpoint_path=None if path is None else str(path), img_size=img_size, num_classes=num_classes,
-                             **dict(SMALL, **overrides)).eval()
+    return DCALViT.from_timm(name, checkpoint_path=None if path is None else str(path), img_size=img_size,
+                             num_classes=num_classes, **dict(SMALL, **overrides)).eval()
 
 
 @pytest.fixture(scope='module', params=['vit_base_patch16_224', 'vit_base_r50_s16_224'])
@@ -93,7 +94,8 @@ def test_npz_that_does_not_fit_names_the_file_and_leaves_the_model_alone(tmp_pat
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
     with pytest.raises(ValueError, match=r'narrow\.npz does not fit .*embed_dim=64.*RuntimeError'):
         build_dcal(name, narrow)
-    with pytest.raises(ValueError, match=r'state_dict\.npz does not fit .*did not find a supported JAX/Flax parameter layout'):
+    with pytest.raises(ValueError,
+                       match=r'state_dict\.npz does not fit .*did not find a supported JAX/Flax parameter layout'):
         build_dcal(name, not_npz)
 
 

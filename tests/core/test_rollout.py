@@ -90,7 +90,8 @@ def test_select_local_queries_matches_argsort():
         assert index[b].tolist() == sorted(range(40), key=lambda p: -scores[b, p].item())[:4]
 
 
-@pytest.mark.parametrize('patches,ratio,count', [(196, 0.1, 20), (784, 0.1, 78), (128, 0.3, 38), (5, 0.01, 1), (9, 1.0, 9)])
+@pytest.mark.parametrize('patches,ratio,count',
+                         [(196, 0.1, 20), (784, 0.1, 78), (128, 0.3, 38), (5, 0.01, 1), (9, 1.0, 9)])
 def test_number_of_local_queries(patches, ratio, count):
     assert num_local_queries(patches, ratio) == count
     assert select_local_queries(torch.randn(1, patches), ratio).shape == (1, count)

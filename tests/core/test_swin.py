@@ -16,7 +16,8 @@ BOUND = 1e-5
 def build(size=(64, 64), timm_kwargs=None, **kwargs):
     torch.manual_seed(0)
     vit = timm.create_model('swin_tiny_patch4_window7_224', img_size=size, window_size=4, depths=(2, 2),
-                            num_heads=(2, 4), embed_dim=24, num_classes=5, **{'drop_path_rate': 0.0, **(timm_kwargs or {})})
+                            num_heads=(2, 4), embed_dim=24, num_classes=5,
+                            **{'drop_path_rate': 0.0, **(timm_kwargs or {})})
     with torch.no_grad():  # relative position biases as trained models have them, not timm's init of std 0.02
         for stage in vit.layers:
             for block in stage.blocks:

@@ -97,7 +97,8 @@ def test_stanford_cars_mat_boxes_are_one_based_inclusive(fgvc_data):
 def test_torchreid_reads_msmt17(tmp_path):
     """torchreid's MSMT17 reads train/query/gallery (and list_val) with the pids and 0-based camids written."""
     pytest.importorskip('torchreid')
-    import torchreid  # attribute paths: the official torchreid 1.4.0 and PyPI's repackaging (torchreid.reid) both have them
+    # attribute paths: the official torchreid 1.4.0 and PyPI's repackaging (torchreid.reid) both have them
+    import torchreid
 
     MSMT17 = torchreid.data.datasets.image.MSMT17
 
@@ -312,7 +313,8 @@ def test_package_does_not_import_the_toolboxes():
 def test_torchreid_reads_market1501_and_dukemtmc_reid(tmp_path, layout, reader):
     """torchreid's own readers find every image with the pid and 0-based camid written; train and test ids disjoint."""
     pytest.importorskip('torchreid')
-    import torchreid  # attribute paths: the official torchreid 1.4.0 and PyPI's repackaging (torchreid.reid) both have them
+    # attribute paths: the official torchreid 1.4.0 and PyPI's repackaging (torchreid.reid) both have them
+    import torchreid
 
     dataset_class = getattr(torchreid.data.datasets.image, reader)
     data = build_demo_data(tmp_path, layout, seed=1, **SMALL_REID)

@@ -1,4 +1,5 @@
-"""The backbone's timm checkpoint loading, and one clear error for each kind of bad input, before any work is written."""
+"""The backbone's timm checkpoint loading, and one clear error for each kind of bad input, before any work is
+written."""
 import pytest
 import timm
 import torch

@@ -1,4 +1,5 @@
-"""Checkpoints of DCAL runs are plain data: torch's weights_only loading and mmengine's and mmpretrain's own entry points read them."""
+"""Checkpoints of DCAL runs are plain data: torch's weights_only loading and mmengine's and mmpretrain's own entry
+points read them."""
 import os
 import subprocess
 import sys
@@ -149,8 +150,8 @@ def test_a_checkpoint_of_the_old_format_is_refused_with_what_to_do(run, tmp_path
     old = tmp_path / 'old.pth'
     torch.save(checkpoint, old)
     with pytest.raises(ValueError, match=r'unpickling them can run code stored in the file.*Only if your own run '
-                                         r'wrote this file.*tools/publish_model.py --trust-pickle .*--trust-pickle RUNS '
-                                         r'THE CODE THE FILE HOLDS: never use it on a file from anyone else'):
+                                         r'wrote this file.*tools/publish_model.py --trust-pickle .*--trust-pickle '
+                                         r'RUNS THE CODE THE FILE HOLDS: never use it on a file from anyone else'):
         build_trained_model(cfg, str(old))
     proc = subprocess.run([sys.executable, 'tools/publish_model.py', '--trust-pickle', str(old),
                            str(tmp_path / 'converted.pth')], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -42,7 +42,8 @@ def test_config_builds_and_runs_one_forward(name):
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     model = MODELS.build(cfg.model).eval()
     with torch.no_grad():
-        [prediction] = model.test_step({'inputs': [torch.randint(0, 256, (3, 4 * stride, 4 * stride), dtype=torch.uint8)],
+        [prediction] = model.test_step({'inputs': [torch.randint(0, 256, (3, 4 * stride, 4 * stride),
+                                                                 dtype=torch.uint8)],
                                         'data_samples': None})
     assert prediction.pred_score.shape == (cfg.model.head.num_classes,)
     if name.startswith('dcal_deit-tiny_digits'):

@@ -1,5 +1,5 @@
-"""Faults of long MMPretrain runs, met as a user meets them: bad data, wrong settings and files, divergence, a full disk,
-two runs in one work dir. Each fails before the first iteration or names what went wrong, and never leaves a
+"""Faults of long MMPretrain runs, met as a user meets them: bad data, wrong settings and files, divergence, a full
+disk, two runs in one work dir. Each fails before the first iteration or names what went wrong, and never leaves a
 checkpoint that is partial or holds a diverged state."""
 import errno
 import shutil
@@ -74,7 +74,8 @@ def test_num_classes_that_does_not_fit_the_data_fails_at_start(digits_roots, tmp
     cfg = small_config(digits_roots['cub'], tmp_path / 'work')
     cfg.model.head.num_classes = num_classes
     with pytest.raises(ValueError, match=rf'the head has num_classes={num_classes} but the training set CUB has '
-                                         r'labels 0..9 \(10 classes, 10 of them with images\): set model.head.num_classes=10'):
+                                         r'labels 0..9 \(10 classes, 10 of them with images\): '
+                                         r'set model.head.num_classes=10'):
         train(cfg)
     assert not started_iterations(tmp_path / 'work')
 

@@ -36,7 +36,8 @@ def test_weight_drift_is_measured_from_the_pretrained_checkpoint(digits_roots, t
     runner.train()
     assert len(hook.history) == 2
     start = source.state_dict()
-    torch.testing.assert_close(hook.reference['backbone.dcal.vit.blocks.1.mlp.fc1.weight'], start['blocks.1.mlp.fc1.weight'])
+    torch.testing.assert_close(hook.reference['backbone.dcal.vit.blocks.1.mlp.fc1.weight'],
+                               start['blocks.1.mlp.fc1.weight'])
     final = {name[len('backbone.dcal.vit.'):]: value for name, value in runner.model.state_dict().items()
              if name.startswith('backbone.dcal.vit.blocks.0.')}
     moved = sum((final[name] - start[name]).square().sum() for name in final).sqrt()
@@ -46,7 +47,8 @@ def test_weight_drift_is_measured_from_the_pretrained_checkpoint(digits_roots, t
 
 
 def test_recipe_schedule_steps_the_lr_as_the_runner_does(digits_roots, tmp_path):
-    """The paper's schedule (iteration warm-up, epoch cosine, auto_scale_lr) over 3 epochs: the same lr every iteration."""
+    """The paper's schedule (iteration warm-up, epoch cosine, auto_scale_lr) over 3 epochs: the same lr every
+    iteration."""
     from mmengine.config import Config
     paper = Config.fromfile(str(REPO / 'configs' / 'dcal_deit-tiny_cub.py'))
     cfg = small_config(digits_roots['cub'], tmp_path, max_epochs=3)

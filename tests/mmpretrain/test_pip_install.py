@@ -94,7 +94,8 @@ def test_tool_commands_resolve_a_config_name_and_leave_paths_alone(tmp_path):
     yaml = str(REPO / 'configs' / 'reid' / 'dcal_vit_veri776.yaml')
     assert cli.tool_command('train-reid', ['--root', 'data', '--config-file', 'dcal_vit_veri776'])[-1] == yaml
     command = cli.tool_command('train', ['dcal_vit_cub', '--work-dir', 'w'])
-    assert command[1:] == [str(REPO / 'tools' / 'train.py'), str(REPO / 'configs' / 'dcal_vit_cub.py'), '--work-dir', 'w']
+    assert command[1:] == [str(REPO / 'tools' / 'train.py'), str(REPO / 'configs' / 'dcal_vit_cub.py'),
+                           '--work-dir', 'w']
     own = tmp_path / 'mine.py'
     own.write_text('')
     assert cli.tool_command('test', [str(own), 'ckpt.pth'])[2:] == [str(own), 'ckpt.pth']
@@ -108,8 +109,10 @@ def test_refusals_name_what_to_do(monkeypatch, tmp_path, capsys):
             cli.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
     real_find_spec = cli.importlib.util.find_spec
-    for absent, message in (({'onnxscript'}, 'needs onnxscript, which is not installed: pip install "dcal-plugin[onnx]"'),
-                            ({'mmpretrain'}, 'needs mmpretrain, which is not installed: pip install "dcal-plugin[mmpretrain]"')):
+    for absent, message in (({'onnxscript'}, 'needs onnxscript, which is not installed: '
+                                             'pip install "dcal-plugin[onnx]"'),
+                            ({'mmpretrain'}, 'needs mmpretrain, which is not installed: '
+                                             'pip install "dcal-plugin[mmpretrain]"')):
         monkeypatch.setattr(cli.importlib.util, 'find_spec',
                             lambda name, absent=absent: None if name in absent else real_find_spec(name))
         with pytest.raises(SystemExit):
@@ -118,7 +121,8 @@ def test_refusals_name_what_to_do(monkeypatch, tmp_path, capsys):
 
 
 def test_the_demo_runs_end_to_end_into_any_folder(monkeypatch, tmp_path):
-    """``dcal demo --out DIR`` at a reduced size (3 + 2 images per class, 1 epoch), from a folder without demo_output/."""
+    """``dcal demo --out DIR`` at a reduced size (3 + 2 images per class, 1 epoch), from a folder without
+    demo_output/."""
     monkeypatch.setattr(cli, 'DEMO_DATA_ARGS', ('--layout', 'cub', '--image-size', '48', '--train-per-class', '3',
                                                 '--test-per-class', '2'))
     full_tool = cli.run_tool

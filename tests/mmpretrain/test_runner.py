@@ -106,8 +106,8 @@ def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_keeps_the_finite_
                 runner.model.head.glca_fc.weight.data.fill_(float('nan'))
 
     runner.register_hook(NanGlcaClassifierAtEpoch2Iteration2())
-    with pytest.raises(NonFiniteLossError, match=rf"epoch 2, iteration {per_epoch + 2}: the glca branch's weighted loss "
-                                                 r"\(loss_glca\) is nan"):
+    with pytest.raises(NonFiniteLossError, match=rf"epoch 2, iteration {per_epoch + 2}: the glca branch's weighted "
+                                                 r"loss \(loss_glca\) is nan"):
         runner.train()
     assert (tmp_path / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
     assert not (tmp_path / 'epoch_2.pth').exists()

@@ -75,7 +75,8 @@ def test_vis_rollout_writes_side_by_side_pictures(trained, digits_roots, tmp_pat
 
 
 def test_localization_scores_against_a_direct_count(trained, digits_roots, tmp_path):
-    """tools/localization.py: the chance level equals a direct per-patch count of the boxes; a model compared with itself ties."""
+    """tools/localization.py: the chance level equals a direct per-patch count of the boxes; a model compared with
+    itself ties."""
     import json
 
     import numpy as np
@@ -132,7 +133,8 @@ def test_vis_rollout_and_localization_in_bfloat16_agree_with_float32(precision, 
 
 
 def test_box_mask_follows_the_test_pipelines_resize_and_crop():
-    """A box on a 40x32 (HxW) image, through ResizeEdge(short 16) + CenterCrop(16): rows scale by 1/2 and lose 2 on each side."""
+    """A box on a 40x32 (HxW) image, through ResizeEdge(short 16) + CenterCrop(16): rows scale by 1/2 and lose 2 on each
+    side."""
     import numpy as np
     from mmengine.dataset import Compose
     from mmengine.registry import init_default_scope
@@ -159,7 +161,8 @@ def test_train_tool_refuses_amp_at_once_without_a_gpu(tmp_path):
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
 def test_train_tool_scales_the_loss_of_float16_amp_only(dtype, monkeypatch):
-    """mmengine's AmpOptimWrapper builds a GradScaler either way; for bfloat16 it is switched off (no scaling, no sync)."""
+    """mmengine's AmpOptimWrapper builds a GradScaler either way; for bfloat16 it is switched off (no scaling, no
+    sync)."""
     from mmengine.config import Config
 
     train = load_tool('train')

@@ -54,7 +54,8 @@ def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     assert (cfg.data.height, cfg.data.width) == SIZES[dataset]
     assert (cfg.train.optim, cfg.train.lr, cfg.train.weight_decay, cfg.sgd.momentum) == ('sgd', 0.008, 1e-4, 0.9)
     assert (cfg.train.lr_scheduler, cfg.train.max_epoch, cfg.train.warmup_epochs) == ('cosine', 120, 5)
-    assert (cfg.train.batch_size, cfg.sampler.num_instances, cfg.sampler.train_sampler) == (64, 4, 'RandomIdentitySampler')
+    assert (cfg.train.batch_size, cfg.sampler.num_instances,
+            cfg.sampler.train_sampler) == (64, 4, 'RandomIdentitySampler')
     assert cfg.model.local_query_ratio == 0.3
     assert cfg.data.transforms == ['transreid']
     assert (cfg.loss.triplet.weight_t, cfg.loss.triplet.weight_x) == (1.0, 1.0)
@@ -67,7 +68,8 @@ def test_paper_configs_keep_the_paper_recipe(backbone, dataset):
     assert cfg.data.norm_mean == mean
 
 
-BEYOND_PAPER = {'dinov2-small-reg4': ('dcal_dinov2_small_reg4', 224), 'dinov2-base-reg4': ('dcal_dinov2_base_reg4', 224),
+BEYOND_PAPER = {'dinov2-small-reg4': ('dcal_dinov2_small_reg4', 224),
+                'dinov2-base-reg4': ('dcal_dinov2_base_reg4', 224),
                 'clip-base': ('dcal_clip_base', 256)}
 
 

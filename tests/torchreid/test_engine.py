@@ -196,7 +196,8 @@ def test_the_engines_amp_switch_trains_a_step_in_mixed_precision(veri_data, tmp_
 
 
 def test_a_step_waits_for_the_device_only_at_logging_steps(veri_data, tmp_path, monkeypatch):
-    """Between logging steps nothing reads a device value (item, float, bool, tolist); the ids are checked on the loader's."""
+    """Between logging steps nothing reads a device value (item, float, bool, tolist); the ids are checked on the
+    loader's."""
     from dcal_plugin.torchreid import engine as engine_module
 
     engine = build_engine(tiny_config(veri_data.root, 'veri776', tmp_path))

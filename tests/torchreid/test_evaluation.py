@@ -1,4 +1,5 @@
-"""The chance level printed beside the results (against torchreid's evaluate_rank of random rankings), and the gallery checks."""
+"""The chance level printed beside the results (against torchreid's evaluate_rank of random rankings), and the gallery
+checks."""
 import numpy as np
 import pytest
 

@@ -62,7 +62,8 @@ def test_a_query_identity_absent_from_the_gallery_stops_the_engine(veri_copy, tm
     gallery_list = veri_copy / VERI_NAME_LISTS['gallery']
     gallery = [name for name in gallery_list.read_text().split() if not name.startswith(query_id)]
     gallery_list.write_text('\n'.join(gallery))
-    with pytest.raises(ValueError, match=rf'veri776: query identities \[{int(query_id)}\] have no image in the gallery'):
+    with pytest.raises(ValueError,
+                       match=rf'veri776: query identities \[{int(query_id)}\] have no image in the gallery'):
         build_engine(tiny_config(veri_copy.parent, 'veri776', tmp_path))
 
 

@@ -86,8 +86,8 @@ def test_train_output_feeds_triplet_before_and_ce_after_the_bnneck():
 
     def batch_norm(neck, feature):
         return neck.weight * (feature - feature.mean(0)) / torch.sqrt(feature.var(0, unbiased=False) + neck.eps)
-    torch.testing.assert_close(out.sa_logits, batch_norm(model.sa_bnneck, core.sa_feature) @ model.sa_classifier.weight.T,
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.sa_logits, batch_norm(model.sa_bnneck, core.sa_feature)
+                               @ model.sa_classifier.weight.T, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.glca_logits, batch_norm(model.glca_bnneck, core.glca_feature)
                                @ model.glca_classifier.weight.T, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.pwca_logits, batch_norm(model.sa_bnneck, core.pwca_feature)

@@ -1,5 +1,5 @@
-"""The optimizer trains biases at lr ×2 (TransReID) and the uncertainty weights without weight decay; the schedule warms up
-linearly, then follows torchreid's."""
+"""The optimizer trains biases at lr ×2 (TransReID) and the uncertainty weights without weight decay; the schedule warms
+up linearly, then follows torchreid's."""
 import math
 
 import pytest

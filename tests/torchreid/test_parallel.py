@@ -1,4 +1,5 @@
-"""DCALEngine trains a model wrapped torchreid's way (nn.DataParallel, before or after the engine) or in DDP, plain checkpoints."""
+"""DCALEngine trains a model wrapped torchreid's way (nn.DataParallel, before or after the engine) or in DDP, plain
+checkpoints."""
 import socket
 
 import pytest
@@ -26,7 +27,8 @@ def process_group():
 
 
 def wrap(engine: DCALEngine, how: str) -> DCALEngine:
-    """The engine training ``engine.model`` wrapped as ``how`` says: a new engine around the wrapper, or the same one."""
+    """The engine training ``engine.model`` wrapped as ``how`` says: a new engine around the wrapper, or the same
+    one."""
     if how == 'DataParallel, then the engine':  # torchreid's scripts/main.py
         return DCALEngine(engine.datamanager, nn.DataParallel(engine.model), engine.optimizer,
                           scheduler=engine.scheduler)

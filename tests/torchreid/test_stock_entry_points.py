@@ -35,7 +35,8 @@ def stock_run(veri_data, tmp_path_factory):
 
 
 def preprocess(paths, size=(256, 128)):
-    """``[N, 3, H, W]``: PIL's bilinear resize, [0, 1], ImageNet normalisation (FeatureExtractor's documented transform)."""
+    """``[N, 3, H, W]``: PIL's bilinear resize, [0, 1], ImageNet normalisation (FeatureExtractor's documented
+    transform)."""
     images = [TF.to_tensor(Image.open(path).convert('RGB').resize(size[::-1], Image.BILINEAR)) for path in paths]
     return TF.normalize(torch.stack(images), IMAGENET_MEAN, IMAGENET_STD)
 

@@ -25,7 +25,8 @@ optim_wrapper = dict(
 param_scheduler = [
     # [ours, from DeiT: the paper names no warm-up] 5 linear warm-up epochs from 1% of the lr
     dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
-    # cosine to 0 over the other 95 epochs, stepped per epoch as DeiT (whose floor is 1e-5) [ours: the paper gives no floor]
+    # cosine to 0 over the other 95 epochs, stepped per epoch as DeiT (whose floor is 1e-5) [ours: the paper gives no
+    # floor]
     dict(type='CosineAnnealingLR', T_max=95, by_epoch=True, begin=5, end=100),
 ]
 
