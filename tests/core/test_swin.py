@@ -5,7 +5,9 @@ import torch
 from timm.layers import DropPath
 from timm.models.swin_transformer import window_partition, window_reverse
 
+from dcal_plugin.core import DCALCaiT, DCALViT
 from dcal_plugin.core.dcal_swin import DCALSwin
+from dcal_plugin.core.window_blocks import self_and_pair_window_block
 from dcal_plugin.core.families import dcal_family, dcal_from_timm
 
 # a 16x16 token grid in 4x4 windows: the second block of each stage shifts by 2 under the mask; (64, 40) pads 10 -> 12
@@ -15,9 +17,9 @@ BOUND = 1e-5
 
 def build(size=(64, 64), timm_kwargs=None, **kwargs):
     torch.manual_seed(0)
-    vit = timm.create_model('swin_tiny_patch4_window7_224', img_size=size, window_size=4, depths=(2, 2),
-                            num_heads=(2, 4), embed_dim=24, num_classes=5,
-                            **{'drop_path_rate': 0.0, **(timm_kwargs or {})})
+    options = {'window_size': 4, 'drop_path_rate': 0.0, **(timm_kwargs or {})}
+    vit = timm.create_model('swin_tiny_patch4_window7_224', img_size=size, depths=(2, 2), num_heads=(2, 4),
+                            embed_dim=24, num_classes=5, **options)
     with torch.no_grad():  # relative position biases as trained models have them, not timm's init of std 0.02
         for stage in vit.layers:
             for block in stage.blocks:
@@ -37,6 +39,8 @@ def test_sa_is_timms_swin_in_eval_and_in_train_beside_pwca(size):
     out = model.eval()(x)
     assert out.pwca_logits is None and out.glca_logits is None
     torch.testing.assert_close(out.sa_logits, expected, rtol=0, atol=BOUND)
+    pooled = model.vit.forward_head(model.vit.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(out.sa_feature, pooled, rtol=0, atol=BOUND)
     train = model.train()(x, distractor_index=torch.tensor([1, 2, 0]))
     torch.testing.assert_close(train.sa_logits, expected, rtol=0, atol=BOUND)
 
@@ -148,6 +152,29 @@ def test_drop_path_drops_the_residual_branches_of_both_streams_as_timm():
     expected = model.vit(x)  # timm's train forward: as deterministic, with every branch dropped
     torch.testing.assert_close(out.sa_logits, expected, rtol=0, atol=BOUND)
     torch.testing.assert_close(out.pwca_logits, expected, rtol=0, atol=BOUND)
+
+
+def test_windows_and_shifts_of_two_sizes_and_attention_dropout_are_timms():
+    # 4 x 2 windows shift by (2, 1); attention dropout 1 zeroes every attention output, in timm's blocks and in ours
+    for timm_kwargs in (dict(window_size=(4, 2)), dict(attn_drop_rate=1.0)):
+        model, x = build(timm_kwargs=timm_kwargs).train(), images()
+        out = model(x, distractor_index=torch.tensor([1, 2, 0]))
+        torch.testing.assert_close(out.sa_logits, model.vit(x), rtol=0, atol=BOUND)
+
+
+def test_a_block_without_partner_is_timms_block():
+    model = build().train()
+    for stage_index, stage in enumerate(model.vit.layers):
+        size = 16 // 2 ** stage_index
+        x = torch.randn(2, size, size, stage.blocks[0].norm1.normalized_shape[0])
+        for block in stage.blocks:
+            torch.testing.assert_close(self_and_pair_window_block(block, x), block(x), rtol=0, atol=BOUND)
+
+
+def test_the_families_options_have_dcalvits_defaults():
+    for family in (DCALSwin, DCALCaiT):
+        shared = family.option_defaults()
+        assert shared == {name: DCALViT.option_defaults()[name] for name in shared}
 
 
 def test_heads_of_another_width_than_the_tokens_train():
