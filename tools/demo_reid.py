@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple
 
-import train_reid
-
 from dcal_plugin.demo_data import make_demo_data
 from dcal_plugin.demo_data.options import DEMO_REID_OPTIONS
 from dcal_plugin.layouts import VERI_FOLDER
 from dcal_plugin.resources import builtin_checkpoint, config_path
+from dcal_plugin.torchreid.command import main as train_reid
 
 CONFIG = config_path('reid/dcal_deit-tiny_digits-veri776.yaml')
 
@@ -41,8 +40,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     start = time.time()
     root = make_demo_data(args.out / 'data', 'veri776', overwrite=True, **options)
     print(f'demo data (sklearn digits, VeRi-776 layout): {root / VERI_FOLDER}; {options}')
-    train_reid.main(['--config-file', str(CONFIG), '--root', str(root), 'data.save_dir', str(args.out / 'log'),
-                     'model.checkpoint', str(builtin_checkpoint()), *args.opts])
+    train_reid(['--config-file', str(CONFIG), '--root', str(root), 'data.save_dir', str(args.out / 'log'),
+                'model.checkpoint', str(builtin_checkpoint()), *args.opts])
     print(f'demo-reid took {time.time() - start:.0f} s (data, training, test); '
           f'log and checkpoint in {args.out / "log"}')
 

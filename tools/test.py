@@ -9,9 +9,9 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import get_rank
-from train import build_runner, use_gloo_without_cuda
 
-from dcal_plugin.mmpretrain.runner import check_trained_checkpoint, old_checkpoint_help
+from dcal_plugin.mmpretrain.runner import (
+    build_runner, check_trained_checkpoint, old_checkpoint_help, use_gloo_without_cuda)
 from dcal_plugin.precision import add_precision_argument, run_in_precision
 
 

@@ -4,10 +4,9 @@ import os
 import os.path as osp
 from typing import Optional, Sequence
 
-import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+
+from dcal_plugin.mmpretrain.runner import build_runner, use_gloo_without_cuda
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -65,26 +64,6 @@ def check_amp_device() -> None:
     if get_device() == 'cpu':
         raise SystemExit('--amp: mmengine\'s AmpOptimWrapper trains on a GPU (CUDA, NPU, MLU or MUSA) only, and this '
                          'machine has none; train in float32 without --amp, or on a GPU machine')
-
-
-def use_gloo_without_cuda(cfg: Config) -> None:
-    """Let ``--launcher pytorch`` run on CPU-only machines (mmengine's launcher assumes GPUs).
-
-    mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the model in DDP with
-    ``device_ids=[LOCAL_RANK]``; without CUDA this joins the process group with gloo first (the
-    Runner then skips its own initialisation) and asks for a device-less DDP wrapper.
-    """
-    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
-        return
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend='gloo')
-    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
-                                 **cfg.get('model_wrapper_cfg', None) or {})
-
-
-def build_runner(cfg: Config) -> Runner:
-    """The config's ``runner_type`` (DCAL configs: ``DCALRunner``), else mmengine's Runner."""
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
 def main() -> None:

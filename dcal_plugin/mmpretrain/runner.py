@@ -11,6 +11,7 @@ import pickle
 import uuid
 from typing import Iterator, Optional, Sequence, Tuple
 
+import torch
 from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner, load_checkpoint
@@ -80,3 +81,23 @@ def check_trained_checkpoint(model: nn.Module, checkpoint: str) -> None:
     plain = unwrap(model)
     check_fits(loaded['state_dict'], plain.state_dict(),
                f'{checkpoint} does not hold the weights of this config\'s model {type(plain).__name__}')
+
+
+def use_gloo_without_cuda(cfg: Config) -> None:
+    """Let ``--launcher pytorch`` run on CPU-only machines (mmengine's launcher assumes GPUs).
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the model in DDP with
+    ``device_ids=[LOCAL_RANK]``; without CUDA this joins the process group with gloo first (the
+    Runner then skips its own initialisation) and asks for a device-less DDP wrapper.
+    """
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                                 **cfg.get('model_wrapper_cfg', None) or {})
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's ``runner_type`` (DCAL configs: ``DCALRunner``), else mmengine's Runner."""
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
