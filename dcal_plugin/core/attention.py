@@ -75,6 +75,21 @@ def records_gradient(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def pair_keys_and_values(k: Tensor, v: Tensor, partner_rows: Tensor,
+                         partner_gradient: bool = True) -> Tuple[Tensor, Tensor]:
+    """PWCA's keys and values ``[P, H, 2N, D]``: the last P rows' own, then those of SA rows ``partner_rows [P]``.
+
+    ``k``, ``v`` ``[S, H, N, D]`` hold the SA rows first and the P PWCA rows last (SA and PWCA streams
+    stacked); without ``partner_gradient`` the partner's keys/values are detached, so PWCA sends no
+    gradient into the partner's SA stream (METHOD §4).
+    """
+    partner_keys, partner_values = k[partner_rows], v[partner_rows]
+    if not partner_gradient:
+        partner_keys, partner_values = partner_keys.detach(), partner_values.detach()
+    own = k.shape[0] - partner_rows.shape[0]
+    return torch.cat([k[own:], partner_keys], dim=2), torch.cat([v[own:], partner_values], dim=2)
+
+
 def project_qkv(attn: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Queries, keys and values ``[B, H, N, D]`` of tokens ``x [B, N, C]`` with a timm ``Attention``'s weights."""
     batch, tokens, _ = x.shape
@@ -119,10 +134,10 @@ def _project(attn: nn.Module, x: Tensor, first: int, stop: int) -> Tuple[Tensor,
     rows = slice(first * width, stop * width)
     bias = None if attn.qkv.bias is None else attn.qkv.bias[rows]
     parts = F.linear(x, attn.qkv.weight[rows], bias).chunk(stop - first, dim=-1)
-    return tuple(_split_heads(part, attn.num_heads) for part in parts)
+    return tuple(split_heads(part, attn.num_heads) for part in parts)
 
 
-def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """``[B, N, H·D]`` -> ``[B, H, N, D]``."""
     batch, tokens, width = x.shape
     return x.reshape(batch, tokens, num_heads, width // num_heads).transpose(1, 2)

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from .attention import (
-    AttentionMap, MapRows, SoftmaxWithHeadMean, attend, attend_with_map, attention_dropout, merge_heads, project_kv,
-    project_q, project_qk, project_qkv, records_gradient)
+    AttentionMap, MapRows, SoftmaxWithHeadMean, attend, attend_with_map, attention_dropout, merge_heads,
+    pair_keys_and_values, project_kv, project_q, project_qk, project_qkv, records_gradient)
 from .attention_map_kernel import softmax_with_head_mean
 
 
@@ -52,11 +52,7 @@ def self_and_pair_attention_block(
         out, attention_map = attend_with_map(q_sa, k_sa, v_sa, dropout_p, map_rows, recompute, softmax)
     out = merge_heads(block.attn, out)
     if partner is not None:
-        partner_keys, partner_values = k[partner], v[partner]
-        if not partner_gradient:
-            partner_keys, partner_values = partner_keys.detach(), partner_values.detach()
-        pair_keys = torch.cat([k[num_sa:], partner_keys], dim=2)
-        pair_values = torch.cat([v[num_sa:], partner_values], dim=2)
+        pair_keys, pair_values = pair_keys_and_values(k, v, partner, partner_gradient)
         pair_out = attend(q[num_sa:], pair_keys, pair_values, dropout_p)
         # projected apart and joined after: the projection's backward keeps the attention outputs
         # themselves, not a joined copy of them

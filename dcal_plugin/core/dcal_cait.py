@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from timm.models.cait import Cait
 from torch import Tensor, nn
 
+from .attention import pair_keys_and_values, split_heads
 from .dcal_model import ROLLOUT_LABEL, DCALModel, pwca_partner
 from .output import DCALOutput
-from .rollout import random_local_queries, select_local_queries
+from .rollout import apply_residual_map, class_row_of_residual_map, random_local_queries, select_local_queries
 
 
 class DCALCaiT(DCALModel):
@@ -187,7 +188,7 @@ def talking_heads_block(block: nn.Module, x: Tensor, partner: Optional[Tensor] =
     num_sa = batch if partner is None else batch // 2
     out, probs = _talking_heads_attention(attn, q[:num_sa], k[:num_sa], v[:num_sa])
     if partner is not None:
-        pair_k, pair_v = _pair_keys_values(k, v, partner, partner_gradient)
+        pair_k, pair_v = pair_keys_and_values(k, v, partner, partner_gradient)
         out = torch.cat([out, _talking_heads_attention(attn, q[num_sa:], pair_k, pair_v, own_keys=tokens)[0]])
     x = x + block.drop_path(block.gamma_1 * out)
     x = x + block.drop_path(block.gamma_2 * block.mlp(block.norm2(x)))
@@ -204,12 +205,12 @@ def class_attention_block(block: nn.Module, queries: Tensor, context: Tensor, pa
     the SA rows' head-mean attention ``[B, Nq, N]`` (float32, no gradient).
     """
     attn, normed = block.attn, block.norm1(context)
-    q = _split_heads(attn.q(block.norm1(queries)), attn.num_heads)
-    k, v = _split_heads(attn.k(normed), attn.num_heads), _split_heads(attn.v(normed), attn.num_heads)
+    q = split_heads(attn.q(block.norm1(queries)), attn.num_heads)
+    k, v = split_heads(attn.k(normed), attn.num_heads), split_heads(attn.v(normed), attn.num_heads)
     num_sa = queries.shape[0] if partner is None else queries.shape[0] // 2
     out, probs = _softmax_attention(attn, q[:num_sa], k[:num_sa], v[:num_sa])
     if partner is not None:
-        pair_k, pair_v = _pair_keys_values(k, v, partner, partner_gradient)
+        pair_k, pair_v = pair_keys_and_values(k, v, partner, partner_gradient)
         out = torch.cat([out, _softmax_attention(attn, q[num_sa:], pair_k, pair_v)[0]])
     y = queries + block.drop_path(block.gamma_1 * out)
     return y + block.drop_path(block.gamma_2 * block.mlp(block.norm2(y))), _head_mean(probs)
@@ -229,15 +230,11 @@ def class_attention_rollout(class_rows: Sequence[Tensor], patch_maps: Sequence[T
     with torch.autocast(class_rows[-1].device.type, enabled=False):
         row = torch.zeros_like(class_rows[-1], dtype=torch.float32)
         row[:, 0] = 1.0  # e₀: the final class token
-        for class_row in reversed(class_rows):
-            augmented = (1.0 - alpha) * class_row.float()
-            augmented[:, 0] += alpha
-            row = row[:, :1] * augmented / augmented.sum(dim=-1, keepdim=True) + F.pad(row[:, 1:], (1, 0))
+        for class_row in reversed(class_rows):  # the patches' share passes these blocks unchanged (identity rows)
+            row = row[:, :1] * class_row_of_residual_map(class_row.float(), alpha) + F.pad(row[:, 1:], (1, 0))
         patches = row[:, 1:]
         for attention in reversed(patch_maps):
-            attention = attention.float()
-            scaled = patches / ((1.0 - alpha) * attention.sum(dim=-1) + alpha)
-            patches = (1.0 - alpha) * torch.bmm(scaled.unsqueeze(1), attention).squeeze(1) + alpha * scaled
+            patches = apply_residual_map(patches, attention, alpha, rows_sum_to_one=False)
     return patches
 
 
@@ -262,21 +259,6 @@ def _softmax_attention(attn: nn.Module, q: Tensor, k: Tensor, v: Tensor) -> Tupl
     probs = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
     out = (attn.attn_drop(probs) @ v).transpose(1, 2).flatten(2)
     return attn.proj_drop(attn.proj(out)), probs
-
-
-def _pair_keys_values(k: Tensor, v: Tensor, partner: Tensor, gradient: bool) -> Tuple[Tensor, Tensor]:
-    """PWCA rows' keys/values ``[B, H, 2N, D]``: their own (rows ``B..2B-1``), then SA row ``partner[b]``'s."""
-    partner_k, partner_v = k[partner], v[partner]
-    if not gradient:
-        partner_k, partner_v = partner_k.detach(), partner_v.detach()
-    num_sa = partner.shape[0]
-    return torch.cat([k[num_sa:], partner_k], dim=2), torch.cat([v[num_sa:], partner_v], dim=2)
-
-
-def _split_heads(x: Tensor, num_heads: int) -> Tensor:
-    """``[B, N, H·D]`` -> ``[B, H, N, D]``."""
-    batch, tokens, width = x.shape
-    return x.reshape(batch, tokens, num_heads, width // num_heads).transpose(1, 2)
 
 
 def _head_mean(probs: Tensor) -> Tensor:

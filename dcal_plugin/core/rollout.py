@@ -47,11 +47,11 @@ def class_token_rollout(
             else _head_mean(_checked_map(last, None, class_row_allowed=True)))
     shape = last.shape[:1] + last.shape[-1:] * 2
     with torch.autocast(last.device.type, enabled=False):  # float32 under mixed precision too
-        row = _class_row_of_residual_map(last[:, 0].float(), residual_weight)
+        row = class_row_of_residual_map(last[:, 0].float(), residual_weight)
     for index in reversed(range(len(attentions) - 1)):
         attention = attentions[index]
         attention = attention if callable(attention) else _head_mean(_checked_map(attention, shape))
-        row = _apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
+        row = apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, num_prefix_tokens:]
 
 
@@ -75,7 +75,7 @@ def num_local_queries(num_patches: int, ratio: float) -> int:
     return max(1, round(ratio * num_patches))
 
 
-def _apply_residual_map(
+def apply_residual_map(
         row: Tensor, attention: AttentionMap, residual_weight: float, rows_sum_to_one: bool) -> Tensor:
     """``row [B, N] · S̄`` where ``S̄ = rownorm((1-α)·attention + α·I)``, attention ``[B, N, N]`` or deferred.
 
@@ -93,7 +93,7 @@ def _apply_residual_map(
     return (1.0 - residual_weight) * mixed + residual_weight * scaled
 
 
-def _class_row_of_residual_map(class_row: Tensor, residual_weight: float) -> Tensor:
+def class_row_of_residual_map(class_row: Tensor, residual_weight: float) -> Tensor:
     """Row 0 of ``S̄ = rownorm((1-α)·A + α·I)`` ``[B, N]`` from row 0 of ``A`` ``[B, N]``."""
     mixed = (1.0 - residual_weight) * class_row
     mixed[:, 0] += residual_weight

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from timm.models.swin_transformer import window_partition, window_reverse
 from torch import Tensor, nn
 
-from .attention import attention_dropout
+from .attention import attention_dropout, pair_keys_and_values
 
 
 def self_and_pair_window_block(
@@ -68,11 +68,7 @@ def window_attention(attn: nn.Module, windows: Tensor, mask: Optional[Tensor], n
     out = F.scaled_dot_product_attention(q[:sa_rows], k[:sa_rows], v[:sa_rows], attn_mask=sa_bias, dropout_p=dropout_p)
     if partner is not None:
         partner_rows = (partner.view(-1, 1) * num_windows + torch.arange(num_windows, device=partner.device)).view(-1)
-        partner_keys, partner_values = k[partner_rows], v[partner_rows]
-        if not partner_gradient:
-            partner_keys, partner_values = partner_keys.detach(), partner_values.detach()
-        pair_keys = torch.cat([k[sa_rows:], partner_keys], dim=2)
-        pair_values = torch.cat([v[sa_rows:], partner_values], dim=2)
+        pair_keys, pair_values = pair_keys_and_values(k, v, partner_rows, partner_gradient)
         pair_out = F.scaled_dot_product_attention(q[sa_rows:], pair_keys, pair_values,
                                                   attn_mask=torch.cat([sa_bias, sa_bias], dim=-1), dropout_p=dropout_p)
         out = torch.cat([out, pair_out])
