@@ -16,14 +16,27 @@ MODELS = {  # name: (backbone options, feature width, image size)
 }
 
 
-def build_runner(digits_roots, tmp_path, name):
+def family_config(digits_roots, tmp_path, name):
+    """The small digits config with the family's reduced backbone."""
     options, width, size = MODELS[name]
     cfg = small_config(digits_roots['cub'], tmp_path / 'work')
     for option in ('patch_size', 'depth'):  # the demo ViT's: the family's own here
         cfg.model.backbone.pop(option)
     cfg.model.backbone.update(img_size=size, **options)
     cfg.model.head.in_channels = width
-    return RUNNERS.build(cfg)
+    return cfg
+
+
+def build_runner(digits_roots, tmp_path, name):
+    return RUNNERS.build(family_config(digits_roots, tmp_path, name))
+
+
+@pytest.mark.parametrize('name', ['swin', 'cait'])
+def test_two_gloo_processes_train_each_family_to_identical_weights(digits_roots, tmp_path, name):
+    from .test_resume_and_distributed import train_on_two_gloo_processes
+
+    rank0, _ = train_on_two_gloo_processes(family_config(digits_roots, tmp_path, name), tmp_path)
+    assert any('glca' in key for key in rank0) == (name == 'cait')  # every parameter trained: DDP's reduction ran
 
 
 def test_swin_trains_pwca_only_and_tests_through_the_runner(digits_roots, tmp_path):

@@ -75,8 +75,8 @@ SWITCHES = {
 
 
 @pytest.mark.parametrize('switches', SWITCHES.values(), ids=SWITCHES.keys())
-def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path, switches):
-    cfg = small_config(digits_roots['cub'], tmp_path / 'work')
+def train_on_two_gloo_processes(cfg, tmp_path, switches=()) -> tuple:
+    """Train ``cfg`` for one epoch with ``tools/dist_train.sh`` on 2 gloo processes; each rank's final state_dict."""
     cfg.custom_imports = dict(imports=['dcal_plugin.mmpretrain', 'tests.mmpretrain.rank_weights_hook'],
                               allow_failed_imports=False)
     cfg.custom_hooks.append(dict(type='RankWeightsHook'))
@@ -93,8 +93,13 @@ def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path, s
     assert [r['iter'] for r in records] == [3, 3]  # 40 images, 20 per rank, batch 8
     rank0, rank1 = (r['state_dict'] for r in records)
     assert rank0.keys() == rank1.keys()
-    assert any('glca' in key for key in rank0) == ('model.backbone.use_glca=False' not in switches)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
+    return rank0, rank1
+
+
+def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path, switches):
+    rank0, _ = train_on_two_gloo_processes(small_config(digits_roots['cub'], tmp_path / 'work'), tmp_path, switches)
+    assert any('glca' in key for key in rank0) == ('model.backbone.use_glca=False' not in switches)
     initial = RUNNERS.build(small_config(digits_roots['cub'], tmp_path / 'init')).model.state_dict()
     assert not torch.equal(rank0['head.sa_fc.weight'], initial['head.sa_fc.weight'])  # it did train
