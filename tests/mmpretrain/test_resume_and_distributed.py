@@ -74,7 +74,6 @@ SWITCHES = {
 }
 
 
-@pytest.mark.parametrize('switches', SWITCHES.values(), ids=SWITCHES.keys())
 def train_on_two_gloo_processes(cfg, tmp_path, switches=()) -> tuple:
     """Train ``cfg`` for one epoch with ``tools/dist_train.sh`` on 2 gloo processes; each rank's final state_dict."""
     cfg.custom_imports = dict(imports=['dcal_plugin.mmpretrain', 'tests.mmpretrain.rank_weights_hook'],
@@ -98,6 +97,7 @@ def train_on_two_gloo_processes(cfg, tmp_path, switches=()) -> tuple:
     return rank0, rank1
 
 
+@pytest.mark.parametrize('switches', SWITCHES.values(), ids=SWITCHES.keys())
 def test_two_gloo_processes_end_with_identical_weights(digits_roots, tmp_path, switches):
     rank0, _ = train_on_two_gloo_processes(small_config(digits_roots['cub'], tmp_path / 'work'), tmp_path, switches)
     assert any('glca' in key for key in rank0) == ('model.backbone.use_glca=False' not in switches)
