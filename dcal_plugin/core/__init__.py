@@ -12,12 +12,12 @@ from .output import BRANCHES, DCALOutput
 from .pretrained import (
     BEYOND_PAPER_TAGS, PAPER_PRETRAINED_TAGS, REID_PRETRAINED_TAGS, SUPPORTED_MODELS, paper_pretrained_tag)
 from .rollout import (
-    attention_rollout, class_token_rollout, num_local_queries, random_local_queries, select_local_queries)
+    class_token_rollout, num_local_queries, random_local_queries, select_local_queries)
 
 __all__ = [
     'BEYOND_PAPER_TAGS', 'BRANCHES', 'DCALCaiT', 'DCALModel', 'DCALOutput', 'DCALSwin', 'DCALViT', 'LOG_VAR_BOUNDS',
     'NonFiniteLossError', 'NonFiniteStateError', 'PAPER_PRETRAINED_TAGS', 'REID_PRETRAINED_TAGS', 'SUPPORTED_MODELS',
-    'UncertaintyWeightedLoss', 'attend', 'attend_with_map', 'attention_rollout', 'check_finite', 'check_finite_state',
+    'UncertaintyWeightedLoss', 'attend', 'attend_with_map', 'check_finite', 'check_finite_state',
     'checkpoint_filter', 'class_token_rollout', 'dcal_family', 'dcal_from_timm', 'load_timm_checkpoint',
     'load_timm_state_dict', 'num_local_queries', 'paper_pretrained_tag', 'random_local_queries',
     'select_local_queries',

@@ -7,25 +7,14 @@ from torch import Tensor
 from .deferred_map import AttentionMap, head_mean_rows, row_times_head_mean
 
 
-def attention_rollout(attentions: Sequence[Tensor], residual_weight: float = 0.5) -> Tensor:
-    """Full rollout ``Ŝ = S̄_L ⋯ S̄_1`` ``[B, N, N]`` of per-block maps ``[B, H, N, N]`` (or head-averaged ``[B, N, N]``).
-
-    ``S̄_l = (1 - residual_weight)·mean_h(S_l) + residual_weight·I`` with rows re-normalised to sum
-    to 1 [ours, as Abnar & Zuidema]; the latest block multiplies on the left. Costs O(L·N³): for
-    pictures and tests; the model uses :func:`class_token_rollout`.
-    """
-    maps = _residual_maps(attentions, residual_weight)
-    rollout = maps[0]
-    for augmented in maps[1:]:
-        rollout = augmented @ rollout
-    return rollout
-
-
 @torch.no_grad()
 def class_token_rollout(
         attentions: Sequence[AttentionMap], residual_weight: float = 0.5, rows_sum_to_one: bool = False,
         num_prefix_tokens: int = 1) -> Tensor:
-    """Row 0, columns P..N-1 of :func:`attention_rollout`: patch scores ``[B, N-P]``, without gradient.
+    """Row 0, columns P..N-1 of the rollout ``Ŝ = S̄_L ⋯ S̄_1`` (METHOD §2): patch scores ``[B, N-P]``, no gradient.
+
+    ``S̄_l = rownorm((1 - residual_weight)·mean_h(S_l) + residual_weight·I)`` [ours, as Abnar & Zuidema];
+    the latest block multiplies on the left.
 
     Token 0 is the class token; tokens 1..P-1 are the model's other prefix tokens (registers, a
     distillation token): they take part in every map, and the chain, but get no score.
@@ -100,30 +89,9 @@ def class_row_of_residual_map(class_row: Tensor, residual_weight: float) -> Tens
     return mixed / mixed.sum(dim=-1, keepdim=True)
 
 
-def _residual_maps(attentions: Sequence[Tensor], residual_weight: float) -> list:
-    """``S̄_l`` ``[B, N, N]`` for every block, rows normalised."""
-    maps = []
-    for attention in _checked(attentions):
-        mean = _head_mean(attention)
-        identity = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device)
-        augmented = (1.0 - residual_weight) * mean + residual_weight * identity
-        maps.append(augmented / augmented.sum(dim=-1, keepdim=True))
-    return maps
-
-
 def _head_mean(attention: Tensor) -> Tensor:
     """``[B, H, N, N]`` -> ``[B, N, N]``; a 3-D map is taken as already head-averaged."""
     return attention.mean(dim=1) if attention.dim() == 4 else attention
-
-
-def _checked(attentions: Sequence[Tensor]) -> Sequence[Tensor]:
-    """Validate that there is at least one square map and all share a shape."""
-    if len(attentions) == 0:
-        raise ValueError('attention rollout needs at least one attention map')
-    shape = None
-    for attention in attentions:
-        shape = _head_mean_shape(_checked_map(attention, shape))
-    return attentions
 
 
 def _head_mean_shape(attention: Tensor) -> torch.Size:

@@ -59,6 +59,13 @@ def rollout_full(maps, residual_weight: float = 0.5) -> Tensor:
     return result
 
 
+def batched_rollout_full(maps, residual_weight: float = 0.5) -> Tensor:
+    """:func:`rollout_full` of each image ``[B, N, N]``, maps ``[B, H, N, N]`` (head-averaged) or ``[B, N, N]``."""
+    averaged = [attention.mean(1) if attention.dim() == 4 else attention for attention in maps]
+    return torch.stack([rollout_full([attention[b] for attention in averaged], residual_weight)
+                        for b in range(averaged[0].shape[0])])
+
+
 def pooled_glca(model, tokens: Tensor, patch_index: Tensor):
     """GLCA of one image ``tokens [N, C]``: its block on tokens ``1 + patch_index`` -> mean -> norm -> (feature,
     logits)."""

@@ -3,8 +3,10 @@ distilled DeiT; prefix tokens take part in attention and the rollout but are nev
 import pytest
 import torch
 
-from dcal_plugin.core import DCALViT, attention_rollout, num_local_queries
+from dcal_plugin.core import DCALViT, num_local_queries
 from dcal_plugin.core.blocks import global_local_cross_attention_block
+
+from .reference import batched_rollout_full
 
 # name -> (image size: a 4x4 grid, prefix tokens)
 FAMILIES = {
@@ -51,7 +53,7 @@ def test_glca_takes_the_top_patches_of_the_rollout_and_never_a_prefix_token(fami
     with torch.no_grad():
         out = model(x)
         maps = model.attention_maps(x)  # every block's [B, N, N] map, prefix tokens included
-        class_row = attention_rollout(maps, model.residual_weight)[:, 0]  # [B, N]: the class token's rollout
+        class_row = batched_rollout_full(maps, model.residual_weight)[:, 0]  # [B, N]: the class token's rollout
         count = num_local_queries(16, model.local_query_ratio)
         expected = class_row[:, prefix:].topk(count, dim=-1).indices  # patches only
         tokens = model._embed(x)

@@ -2,22 +2,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dcal_plugin.core import attention_rollout, class_token_rollout, num_local_queries, select_local_queries
+from dcal_plugin.core import class_token_rollout, num_local_queries, select_local_queries
 
-from .reference import rollout_full
+from .reference import batched_rollout_full, rollout_full
 
 
 def random_maps(batch=2, heads=3, tokens=7, blocks=4, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, heads, tokens, tokens, generator=generator).mul(2).softmax(-1) for _ in range(blocks)]
-
-
-def test_rollout_matches_plain_loop_over_full_products():
-    maps = random_maps()
-    got = attention_rollout(maps)
-    for b in range(2):
-        want = rollout_full([m[b].mean(0) for m in maps])
-        torch.testing.assert_close(got[b].double(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_rollout_hand_computed_three_tokens():
@@ -26,8 +18,7 @@ def test_rollout_hand_computed_three_tokens():
     a2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]])
     s1 = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 1.0]])
     s2 = torch.tensor([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.25, 0.75]])
-    got = attention_rollout([a1[None, None], a2[None, None]])[0]
-    torch.testing.assert_close(got, s2 @ s1)
+    torch.testing.assert_close(rollout_full([a1, a2]), (s2 @ s1).double())  # the reference, checked by hand
     # Class row: [0.5, 0.5, 0] @ s1 = [0.625, 0.375, 0]
     torch.testing.assert_close(class_token_rollout([a1[None, None], a2[None, None]])[0], torch.tensor([0.375, 0.0]))
 
@@ -35,8 +26,8 @@ def test_rollout_hand_computed_three_tokens():
 @pytest.mark.parametrize('residual_weight', [0.5, 0.2])
 def test_class_token_rollout_is_row_zero_of_full_rollout(residual_weight):
     maps = random_maps(tokens=9, blocks=5, seed=3)
-    full = attention_rollout(maps, residual_weight)
-    torch.testing.assert_close(class_token_rollout(maps, residual_weight), full[:, 0, 1:], rtol=1e-5, atol=1e-7)
+    full = batched_rollout_full(maps, residual_weight)
+    torch.testing.assert_close(class_token_rollout(maps, residual_weight), full[:, 0, 1:].float(), rtol=1e-5, atol=1e-7)
 
 
 def test_class_token_rollout_accepts_head_averaged_maps_and_renormalises_rows():
@@ -44,7 +35,8 @@ def test_class_token_rollout_accepts_head_averaged_maps_and_renormalises_rows():
     averaged = [m.mean(1) for m in maps]
     torch.testing.assert_close(class_token_rollout(averaged), class_token_rollout(maps))
     scaled = [m * 3.0 for m in averaged]  # rows no longer sum to 1: normalisation must undo the scale
-    torch.testing.assert_close(class_token_rollout(scaled), attention_rollout(scaled)[:, 0, 1:], rtol=1e-5, atol=1e-7)
+    want = batched_rollout_full(scaled)[:, 0, 1:].float()
+    torch.testing.assert_close(class_token_rollout(scaled), want, rtol=1e-5, atol=1e-7)
 
 
 def test_class_token_rollout_of_softmax_maps_needs_no_row_sums():
@@ -77,7 +69,7 @@ def test_class_token_rollout_needs_only_the_class_row_of_the_last_map(head_avera
     maps = [m.mean(1) for m in maps] if head_averaged else maps
     class_row = maps[-1][..., :1, :]
     torch.testing.assert_close(class_token_rollout(maps[:-1] + [class_row]), class_token_rollout(maps))
-    torch.testing.assert_close(class_token_rollout([class_row]), attention_rollout(maps[-1:])[:, 0, 1:])
+    torch.testing.assert_close(class_token_rollout([class_row]), batched_rollout_full(maps[-1:])[:, 0, 1:].float())
     with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):  # only the last block may be a class row
         class_token_rollout([class_row] + maps[1:])
 
@@ -104,14 +96,13 @@ def test_ratio_out_of_range(ratio):
 
 
 def test_rollout_rejects_bad_maps():
-    for rollout in (class_token_rollout, attention_rollout):
-        with pytest.raises(ValueError, match='^attention rollout needs at least one attention map$'):
-            rollout([])
+    with pytest.raises(ValueError, match='^attention rollout needs at least one attention map$'):
+        class_token_rollout([])
     with pytest.raises(ValueError, match='differ in shape'):
-        attention_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 6, 6)])
+        class_token_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 6, 6)])
     with pytest.raises(ValueError, match='differ in shape'):
         class_token_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 1, 6)])
     with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):
-        attention_rollout([torch.rand(1, 2, 5, 4)])
+        class_token_rollout([torch.rand(1, 2, 5, 4), torch.rand(1, 2, 5, 5)])
     with pytest.raises(ValueError, match=r'\[B, H, N, N\]'):
         class_token_rollout([torch.tensor(1.0)])
