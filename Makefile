@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
-ABLATION := work_dirs/ablation/fgvc
 
 .PHONY: install lint test demo demo-reid bench ablation rehearsal pretrained mutation clean
 
@@ -44,13 +43,10 @@ bench: install
 # SA only / SA + GLCA / SA + PWCA / DCAL / DCAL with random queries, FGVC (5 seeds) and Re-ID (3 seeds, no random
 # queries) on the digits, each fine-tuned from the built-in pretrained ViT, rollout vs random queries on the same
 # models -> docs/ablation.{md,png,json}, ~2.5 h of runs (tools/ablation.py --seeds/--reid-seeds split it over processes);
-# then the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0) -> docs/localization.md, rollout_grid.png.
+# then (in tools/ablation.py) the rollout's localisation of the deciding digit (DCAL vs the SA-only ViT, seed 0)
+# -> docs/localization.md, rollout_grid.png.
 ablation: install
 	$(PY) tools/ablation.py
-	$(PY) tools/localization.py $(DEMO_CONFIG) $$(cat $(ABLATION)/DCAL/seed0/last_checkpoint) \
-		--baseline $$(cat $(ABLATION)/SA_only/seed0/last_checkpoint) --baseline-name 'plain ViT (SA only)' \
-		--baseline-cfg-options model.backbone.use_glca=False model.backbone.use_pwca=False \
-		--cfg-options test_dataloader.dataset.data_root=work_dirs/ablation/data/CUB_200_2011 --out-dir docs
 
 # The paper's recipes, scaled down, fine-tune the built-in pretrained ViT (and from scratch, and with torch's coupled
 # Adam decay of old): per-block weight drift per epoch and accuracy / mAP -> docs/rehearsal.{md,png,json}.

@@ -213,10 +213,9 @@ def test_the_demo_schedule_stretches_and_drops_a_warm_up_shorter_than_an_iterati
     assert only['type'] == 'CosineAnnealingLR' and only['end'] == 1
 
 
-def test_each_variant_against_sa_only_is_paired_by_seed(monkeypatch):
+def test_each_variant_against_sa_only_is_paired_by_seed():
     """Differences variant - SA only of the same seed (FGVC fused top-1; Re-ID the retrieval feature's), t interval."""
-    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
-    import ablation_report
+    from dcal_plugin import ablation_report
     runs = {'SA only': dict(fgvc=[dict(seed=0, test=dict(fused=50.0)), dict(seed=1, test=dict(fused=40.0))],
                             reid=[dict(seed=0, test={'SA mAP': 10.0, 'SA R1': 9.0})]),
             DCAL: dict(fgvc=[dict(seed=1, test=dict(fused=49.0)), dict(seed=0, test=dict(fused=53.0)),
@@ -229,3 +228,23 @@ def test_each_variant_against_sa_only_is_paired_by_seed(monkeypatch):
     assert fused['half_width'] == pytest.approx(T_975[2] * statistics.stdev([9.0, 3.0]) / math.sqrt(2))
     assert summary['reid'][DCAL]['mAP']['difference'] == [4.0] and summary['reid'][DCAL]['R1']['low'] is None
     assert 'SA only' not in summary['fgvc']
+
+
+def test_the_localization_step_compares_the_first_seeds_dcal_and_sa_only_checkpoints(tmp_path, monkeypatch):
+    """tools/ablation.py ends with tools/localization.py on the DCAL and SA-only FGVC models of one seed."""
+    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
+    import ablation
+    for folder in ('DCAL', 'SA_only', 'SA+GLCA'):
+        for seed in (0, 3):
+            run = tmp_path / 'fgvc' / folder / f'seed{seed}'
+            run.mkdir(parents=True)
+            (run / 'last_checkpoint').write_text(f'/ckpt/{folder}/{seed}.pth\n')
+    command = ablation.localization_command(tmp_path, tmp_path / 'docs', 3)
+    tool, config, model = command[1:4]
+    assert (tool, config, model) == (str(ROOT / 'tools' / 'localization.py'), 'configs/dcal_deit-tiny_digits-cub.py',
+                                     '/ckpt/DCAL/3.pth')
+    assert command[command.index('--baseline') + 1] == '/ckpt/SA_only/3.pth'
+    options = command[command.index('--baseline-cfg-options') + 1:command.index('--cfg-options')]
+    assert options == ['model.backbone.use_glca=False', 'model.backbone.use_pwca=False']
+    assert command[command.index('--cfg-options') + 1] == (
+        f'test_dataloader.dataset.data_root={tmp_path / "data" / "CUB_200_2011"}')

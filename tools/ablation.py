@@ -42,17 +42,19 @@ import json
 import math
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
-from ablation_report import (
-    PAIRED_METRICS, TASK_TITLES, summarise_against_baseline, summarise_overfitting, summarise_paired, write_report)
 from torch import Tensor
 
+from dcal_plugin.ablation_report import (
+    PAIRED_METRICS, TASK_TITLES, summarise_against_baseline, summarise_overfitting, summarise_paired, write_report)
 from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS
+from dcal_plugin.layouts import CUB_FOLDER
 from dcal_plugin.mmpretrain.metrics import read_validation_curve
 from dcal_plugin.resources import builtin_checkpoint
 
@@ -76,6 +78,7 @@ FGVC_EPOCHS, REID_EPOCHS, REID_EVAL_EVERY = 10, 24, 4
 EVAL_SEED = 0  # torch's RNG at the start of every test-time evaluation (random queries are drawn from it)
 QUERY_SELECTIONS = ('rollout', 'random')
 FINISHED = 'record.json'  # in a run's folder once it has trained and been evaluated
+LOCALIZED = ('DCAL (SA + GLCA + PWCA)', 'SA only')  # tools/localization.py's model and its plain-ViT baseline
 
 
 def run_name(variant: str) -> str:
@@ -410,8 +413,21 @@ def run_settings(plan: Dict) -> Dict:
     return {key: value for key, value in plan.items() if key not in ('tasks', 'seeds', 'variants')}
 
 
+def localization_command(work_dir: Path, out_dir: Path, seed: int) -> List[str]:
+    """tools/localization.py on the FGVC DCAL model of ``seed`` against the SA-only ViT of that seed (last
+    checkpoints), to run in the repository's root."""
+    model, baseline = ((work_dir / 'fgvc' / run_name(variant) / f'seed{seed}' / 'last_checkpoint').read_text().strip()
+                       for variant in LOCALIZED)
+    return [sys.executable, str(ROOT / 'tools' / 'localization.py'), str(FGVC_CONFIG.relative_to(ROOT)), model,
+            '--baseline', baseline, '--baseline-name', 'plain ViT (SA only)',
+            '--baseline-cfg-options', 'model.backbone.use_glca=False', 'model.backbone.use_pwca=False',
+            '--cfg-options', f'test_dataloader.dataset.data_root={work_dir / "data" / CUB_FOLDER}',
+            '--out-dir', str(out_dir)]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    """Train every (task, variant, seed), evaluate, and write ablation.json, .md and .png."""
+    """Train every (task, variant, seed), evaluate, and write ablation.json, .md and .png; with FGVC's DCAL and SA-only
+    runs, then tools/localization.py on those of the first seed (localization.md, rollout_grid.png)."""
     args = parse_args(argv)
     start = time.time()
     plan = grid(args)
@@ -430,6 +446,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     (args.out_dir / 'ablation.json').write_text(json.dumps(result, indent=1))
     write_report(result, args.out_dir)
     print((args.out_dir / 'ablation.md').read_text())
+    if 'fgvc' in plan['tasks'] and set(LOCALIZED) <= set(plan['variants']['fgvc']):
+        first_seed = plan['seeds']['fgvc'][0]
+        subprocess.run(localization_command(args.work_dir, args.out_dir, first_seed), cwd=ROOT, check=True)
     return result
 
 
