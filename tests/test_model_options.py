@@ -58,6 +58,7 @@ def reid_model_from_yaml(tmp_path, yaml_text):
     from dcal_plugin.torchreid.config import model_kwargs
 
     cfg = get_default_config()
+    cfg.model.pretrained = False  # a 2-block model: timm's hub weights would not fit
     cfg.model.timm_kwargs.depth = 2
     (tmp_path / 'options.yaml').write_text(yaml_text)
     cfg.merge_from_file(str(tmp_path / 'options.yaml'))

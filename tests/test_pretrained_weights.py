@@ -47,6 +47,11 @@ CHECKS = {
     # torchreid's default
     'torchreid': "import torchreid\nimport dcal_plugin.torchreid\n"
                  "vit = torchreid.models.build_model('dcal_deit_tiny', num_classes=5).dcal.vit\n",
+    # tools/train_reid.py's yaml defaults (model.pretrained True, torchreid's), at 64x64
+    'torchreid yaml': "from dcal_plugin.torchreid import build_dcal_reid, get_default_config\n"
+                      "from dcal_plugin.torchreid.config import model_kwargs\n"
+                      "cfg = get_default_config()\ncfg.merge_from_list(['data.height', 64, 'data.width', 64])\n"
+                      "vit = build_dcal_reid(num_classes=5, **model_kwargs(cfg)).dcal.vit\n",
 }
 REPORT = ("import json\nprint(json.dumps(dict(tag=vit.pretrained_cfg['tag'], "
           "qkv=vit.blocks[3].attn.qkv.weight.sum().item(), pos=list(vit.pos_embed.shape))))\n")
@@ -55,7 +60,7 @@ REPORT = ("import json\nprint(json.dumps(dict(tag=vit.pretrained_cfg['tag'], "
 @pytest.mark.parametrize('entry', sorted(CHECKS))
 def test_pretrained_true_loads_the_paper_tag_from_the_hub_cache_offline(hub_home, entry):
     if entry != 'core':
-        pytest.importorskip(entry)
+        pytest.importorskip(entry.split()[0])
     home, weights = hub_home
     proc = run_offline(home, CHECKS[entry] + REPORT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,8 +71,38 @@ def test_pretrained_true_loads_the_paper_tag_from_the_hub_cache_offline(hub_home
     assert loaded['pos'][1] == (grid * grid + 1 if entry != 'torchreid' else 16 * 8 + 1)  # resized to the model's size
 
 
-def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path):
-    proc = run_offline(tmp_path, CHECKS['core'])
+def test_a_local_weights_file_in_the_torchreid_yaml_replaces_the_hub_weights(tmp_path):
+    """model.checkpoint, model.load_weights or a model.resume file give the weights: no hub (offline, none cached)."""
+    pytest.importorskip('torchreid')
+    from dcal_plugin.torchreid import get_default_config
+    from dcal_plugin.torchreid.config import uses_hub_weights
+    cfg = get_default_config()
+    assert cfg.model.pretrained is True and uses_hub_weights(cfg)  # torchreid's default
+    for key, value in (('checkpoint', 'deit.pth'), ('load_weights', 'model.pth.tar-60'),
+                       ('resume', 'log/model/model.pth.tar-30')):
+        given = cfg.clone()
+        given.model[key] = value
+        assert not uses_hub_weights(given), key
+    cfg.model.resume = 'auto'  # may find nothing to resume from: the hub weights stay the start
+    assert uses_hub_weights(cfg)
+    cfg.model.pretrained = False
+    assert not uses_hub_weights(cfg)
+    torch.manual_seed(0)
+    vit = timm.create_model('deit_tiny_patch16_224', pretrained=False, num_classes=0)
+    torch.save(vit.state_dict(), tmp_path / 'deit.pth')
+    script = (CHECKS['torchreid yaml'].replace("cfg = get_default_config()\n", "cfg = get_default_config()\n"
+                                               f"cfg.model.checkpoint = {str(tmp_path / 'deit.pth')!r}\n")
+              + "print(vit.blocks[3].attn.qkv.weight.sum().item())\n")
+    proc = run_offline(tmp_path / 'empty_home', script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.split()[-1]) == pytest.approx(vit.blocks[3].attn.qkv.weight.sum().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize('entry', ['core', 'torchreid yaml'])
+def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path, entry):
+    if entry != 'core':
+        pytest.importorskip('torchreid')
+    proc = run_offline(tmp_path, CHECKS[entry])
     assert proc.returncode != 0
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith('RuntimeError') and TAGGED in message

@@ -126,7 +126,8 @@ def reid_config(data_root: Path, save_dir: Path, pretrained: bool, recipe: str, 
     cfg.merge_from_list([
         'data.root', str(data_root), 'data.height', size, 'data.width', size, 'data.workers', 0,
         'data.padding', round(cfg.data.padding * size / PAPER_REID_SIZE), 'data.save_dir', str(save_dir),
-        'model.checkpoint', str(builtin_checkpoint()) if pretrained else '', 'train.max_epoch', epochs,
+        'model.checkpoint', str(builtin_checkpoint()) if pretrained else '', 'model.pretrained', False,
+        'train.max_epoch', epochs,
         'train.warmup_epochs', min(epochs - 1, max(1, round(cfg.train.warmup_epochs * epochs / PAPER_REID_EPOCHS))),
         'train.seed', seed, 'train.print_freq', 1000, 'test.eval_freq', REID_EVAL_EVERY, 'test.ranks', [1, 5, 10],
         *(OLD_REID_RECIPE if recipe == 'before' else [])])

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention_map_kernel import softmax_with_head_mean
-from .deferred_map import AttentionMap, DeferredMap
+from .deferred_map import AttentionMap, DeferredMap, QueriesAndKeys
 
 # ``(q, k, v, dropout_p) -> (P·v, mean_h P)``, both computed from one softmax without gradient
 SoftmaxWithHeadMean = Callable[..., Tuple[Optional[Tensor], Tensor]]
@@ -39,7 +39,7 @@ def attend_with_map(
         v: Tensor,
         dropout_p: float,
         rows: MapRows,
-        recompute: DeferredMap,
+        recompute: QueriesAndKeys,
         softmax: Optional[SoftmaxWithHeadMean] = softmax_with_head_mean,
 ) -> Tuple[Tensor, AttentionMap]:
     """:func:`attend`'s output and the head-averaged map (``rows`` of it, before dropout, never with gradient).
@@ -60,8 +60,8 @@ def attend_with_map(
         return softmax(q, k, v, dropout_p)
     if rows is MapRows.CLASS_TOKEN:
         class_row = q[:, :, :1].detach(), k.detach()
-        return attend(q, k, v, dropout_p), lambda: class_row
-    return attend(q, k, v, dropout_p), recompute
+        return attend(q, k, v, dropout_p), DeferredMap(lambda: class_row)
+    return attend(q, k, v, dropout_p), DeferredMap(recompute)
 
 
 def shares_softmax(q: Tensor, k: Tensor, v: Tensor) -> bool:

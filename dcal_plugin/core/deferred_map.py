@@ -15,9 +15,21 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-# a block's map not yet computed: a function giving the queries [B, H, Nq, D] and keys [B, H, Nk, D] it comes from
-DeferredMap = Callable[[], Tuple[Tensor, Tensor]]
-# a block's head-averaged map [B, Nq, Nk], or a deferred one
+# what a deferred map keeps: a function giving the queries [B, H, Nq, D] and keys [B, H, Nk, D] the map comes from
+QueriesAndKeys = Callable[[], Tuple[Tensor, Tensor]]
+
+
+class DeferredMap:
+    """A block's head-averaged map ``mean_h softmax(q kᵀ/√D)`` ``[B, Nq, Nk]``, not yet computed: it keeps
+    ``queries_and_keys``, which gives ``q`` and ``k``; :func:`read_map` makes the tensor."""
+
+    __slots__ = ('queries_and_keys',)
+
+    def __init__(self, queries_and_keys: QueriesAndKeys) -> None:
+        self.queries_and_keys = queries_and_keys
+
+
+# a block's head-averaged map [B, Nq, Nk], or a deferred one (inside the model; what it returns is read)
 AttentionMap = Union[Tensor, DeferredMap]
 CHUNK_BYTES = 32 << 20  # float32 probabilities per chunk off CPU: one image of ViT-B/16 at 448 (29.6 MB)
 CPU_CHUNK_BYTES = 2 << 20  # on CPU: within a core's L2 cache, so softmax and product read the chunk from cache
@@ -31,7 +43,7 @@ def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: Optiona
     of ``row`` (divided by H) and added into the result by one batched product. ``chunk_bytes``
     bounds a chunk's probabilities (None: :func:`chunk_bytes_on`, read when called).
     """
-    q, k = deferred()
+    q, k = deferred.queries_and_keys()
     if q.shape[2] != row.shape[-1]:
         raise ValueError(f'a row of {row.shape[-1]} entries cannot multiply a map of {q.shape[2]} rows')
     heads = q.shape[1]
@@ -48,7 +60,7 @@ def row_times_head_mean(row: Tensor, deferred: DeferredMap, chunk_bytes: Optiona
 def head_mean_rows(deferred: DeferredMap, queries: Optional[int] = None, chunk_bytes: Optional[int] = None) -> Tensor:
     """The map itself, ``mean_h softmax(q kᵀ/√D)`` ``[B, Nq, Nk]`` in float32, or its first ``queries`` rows (the class
     row)."""
-    q, k = deferred()
+    q, k = deferred.queries_and_keys()
     q = q[:, :, :queries]
     with torch.autocast(q.device.type, enabled=False):
         out = q.new_empty(q.shape[0], q.shape[2], k.shape[2], dtype=torch.float32)

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .deferred_map import AttentionMap, head_mean_rows, row_times_head_mean
+from .deferred_map import AttentionMap, DeferredMap, head_mean_rows, row_times_head_mean
 
 
 @torch.no_grad()
@@ -32,14 +32,14 @@ def class_token_rollout(
     if len(attentions) == 0:
         raise ValueError('attention rollout needs at least one attention map')
     last = attentions[-1]
-    last = (head_mean_rows(last, queries=1) if callable(last)
+    last = (head_mean_rows(last, queries=1) if isinstance(last, DeferredMap)
             else _head_mean(_checked_map(last, None, class_row_allowed=True)))
     shape = last.shape[:1] + last.shape[-1:] * 2
     with torch.autocast(last.device.type, enabled=False):  # float32 under mixed precision too
         row = class_row_of_residual_map(last[:, 0].float(), residual_weight)
     for index in reversed(range(len(attentions) - 1)):
         attention = attentions[index]
-        attention = attention if callable(attention) else _head_mean(_checked_map(attention, shape))
+        attention = attention if isinstance(attention, DeferredMap) else _head_mean(_checked_map(attention, shape))
         row = apply_residual_map(row, attention, residual_weight, rows_sum_to_one)
     return row[:, num_prefix_tokens:]
 
@@ -71,7 +71,7 @@ def apply_residual_map(
     With ``rows_sum_to_one`` the attention's rows are taken to sum to 1, so ``S̄``'s do too; a
     deferred map's rows are softmax rows.
     """
-    if callable(attention):
+    if isinstance(attention, DeferredMap):
         scaled, mixed = row, row_times_head_mean(row, attention)
     else:
         with torch.autocast(row.device.type, enabled=False):

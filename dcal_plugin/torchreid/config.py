@@ -11,6 +11,7 @@ from .model import REID_DROP_PATH_RATE, REID_LOCAL_QUERY_RATIO
 from .registry import timm_model_name
 from .transforms import TRANSREID
 
+AUTO = 'auto'  # model.resume: the latest complete checkpoint of data.save_dir
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -21,8 +22,11 @@ def get_default_config() -> CfgNode:
 
     cfg.model = CfgNode()
     cfg.model.name = 'dcal_deit_tiny'  # one of dcal_plugin.torchreid.MODEL_NAMES
-    cfg.model.checkpoint = ''  # local timm weights for the backbone (e.g. ImageNet); '' trains from scratch
-    cfg.model.pretrained = False  # True: timm's weights of the paper's tag, through timm's hub (instead of checkpoint)
+    cfg.model.checkpoint = ''  # local timm weights for the backbone (e.g. ImageNet), used instead of model.pretrained
+    # True (torchreid's default): timm's weights of the paper's Re-ID tag through timm's hub, unless a local file gives
+    # the weights (model.checkpoint, model.load_weights or a model.resume file); offline, an error says what to give.
+    # False with no model.checkpoint: the backbone starts from random initialisation
+    cfg.model.pretrained = True
     cfg.model.load_weights = ''  # torchreid checkpoint whose matching tensors are loaded (e.g. for test.evaluate)
     # torchreid checkpoint to resume training from (model, optimizer, scheduler, epoch); 'auto': the latest complete
     # one in data.save_dir/model (none there: start afresh)
@@ -127,13 +131,20 @@ def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
         'model_name': timm_model_name(cfg.model.name),
         'img_size': (cfg.data.height, cfg.data.width),
         'checkpoint_path': cfg.model.checkpoint or None,
-        'pretrained': cfg.model.pretrained,
+        'pretrained': uses_hub_weights(cfg),
         'drop_path_rate': cfg.model.drop_path_rate,
         'log_var_bounds': None if bounds is None else tuple(bounds),
         'retrieval_norm': cfg.model.retrieval_norm,
         **{name: cfg.model[name] for name in DCALViT.option_defaults()},
         **dict(cfg.model.timm_kwargs),
     }
+
+
+def uses_hub_weights(cfg: CfgNode) -> bool:
+    """``model.pretrained``, unless ``model.checkpoint``, ``model.load_weights`` or a ``model.resume`` file give the
+    weights."""
+    local = cfg.model.checkpoint or cfg.model.load_weights or cfg.model.resume not in ('', AUTO)
+    return bool(cfg.model.pretrained) and not local
 
 
 def imagedata_kwargs(cfg: CfgNode) -> Dict[str, Any]:

@@ -118,7 +118,8 @@ def max_valid_rank(query: Sequence[Tuple], gallery: Sequence[Tuple]) -> int:
 
 
 def check_evaluable(test_dataset: Dict[str, Dict[str, List[Tuple]]], ranks: Sequence[int]) -> None:
-    """Raise before training where torchreid's test would fail after it: a rank beyond the gallery, a ragged CMC."""
+    """Raise before training where torchreid's test would fail or mis-score after it: a rank beyond the gallery, a
+    ragged CMC (torchreid's Python ranking raises on it, its Cython ranking returns a falling CMC)."""
     for name, splits in test_dataset.items():
         lengths = ranked_lengths(splits['query'], splits['gallery'])
         if not lengths:

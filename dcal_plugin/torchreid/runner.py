@@ -8,14 +8,15 @@ from torch import nn
 from yacs.config import CfgNode
 
 from .checkpoint import latest_checkpoint, load_weights, resume_from_checkpoint
-from .config import engine_kwargs, engine_run_kwargs, imagedata_kwargs, model_kwargs, optimizer_kwargs, scheduler_kwargs
+from .config import (
+    AUTO, engine_kwargs, engine_run_kwargs, imagedata_kwargs, model_kwargs, optimizer_kwargs, scheduler_kwargs,
+    uses_hub_weights)
 from .engine import DCALEngine
 from .evaluation import RankResult, chance_level, check_evaluable, evaluate_branches, format_results
 from .model import DCALReID, build_dcal_reid
 from .optim import build_optimizer, build_scheduler
+from .registry import timm_model_name
 from .transforms import TRANSREID, use_transreid_train_transform
-
-AUTO = 'auto'  # model.resume: the latest complete checkpoint of data.save_dir
 
 
 def build_datamanager(cfg: CfgNode) -> torchreid.data.ImageDataManager:
@@ -32,8 +33,11 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     datamanager = build_datamanager(cfg)
     check_evaluable(datamanager.test_dataset, cfg.test.ranks)
     print(f'Building model: {cfg.model.name} at {cfg.data.height}x{cfg.data.width}')
-    if not cfg.model.checkpoint and not cfg.model.pretrained:
-        print('No model.checkpoint or model.pretrained given: the backbone starts from random initialisation')
+    if uses_hub_weights(cfg):
+        print(f'Backbone weights: timm\'s pretrained {timm_model_name(cfg.model.name)} through timm\'s hub '
+              '(model.pretrained True)')
+    elif not cfg.model.checkpoint:
+        print('No model.checkpoint and model.pretrained False: the backbone starts from random initialisation')
     model = build_dcal_reid(num_classes=datamanager.num_train_pids, **model_kwargs(cfg))
     print(f'Model parameters: {sum(p.numel() for p in model.parameters()):,}')
     if cfg.model.load_weights:

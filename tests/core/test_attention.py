@@ -73,9 +73,9 @@ def test_one_softmax_gives_output_and_map_only_on_cpu_without_autograd_for_whole
     assert (out is softmax_out) == shared and (attention_map is softmax_map) == shared
     assert calls == ([4] if shared else [])
     if not shared and rows is MapRows.ALL:
-        assert attention_map is recompute
+        assert attention_map.queries_and_keys is recompute
     if rows is MapRows.CLASS_TOKEN:
-        class_queries, keys = attention_map()
+        class_queries, keys = attention_map.queries_and_keys()
         assert torch.equal(class_queries, q[:, :, :1]) and torch.equal(keys, k) and not class_queries.requires_grad
 
 

@@ -7,7 +7,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dcal_plugin.core import DCALViT
 from dcal_plugin.core import dcal_vit as dcal_vit_module
 from dcal_plugin.core import deferred_map
-from dcal_plugin.core.deferred_map import CHUNK_BYTES, chunk_bytes_on, head_mean_rows, read_map, row_times_head_mean
+from dcal_plugin.core.deferred_map import (
+    CHUNK_BYTES, DeferredMap, chunk_bytes_on, head_mean_rows, read_map, row_times_head_mean)
 
 from ..conftest import make_tiny_vit
 from .reference import head_mean_attention, rollout_full
@@ -42,16 +43,17 @@ def test_row_times_head_mean_is_the_row_times_the_map_in_any_chunking(chunk_rows
     q, k = (torch.randn(2, 3, 10, 8, generator=g).mul(2).to(dtype) for _ in range(2))
     row = torch.rand(2, 10, generator=g)
     chunk_bytes = chunk_rows * 3 * 10 * 4
-    got = row_times_head_mean(row, lambda: (q, k), chunk_bytes)
+    deferred = DeferredMap(lambda: (q, k))
+    got = row_times_head_mean(row, deferred, chunk_bytes)
     want_map = explicit_head_mean(q, k)  # half-precision queries and keys taken to float32 first, as exactly
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), (row.double().unsqueeze(1) @ want_map).squeeze(1), rtol=1e-5, atol=1e-6)
-    whole = head_mean_rows(lambda: (q, k), chunk_bytes=chunk_bytes)
+    whole = head_mean_rows(deferred, chunk_bytes=chunk_bytes)
     torch.testing.assert_close(whole.double(), want_map, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(head_mean_rows(lambda: (q, k), queries=1, chunk_bytes=chunk_bytes), whole[:, :1])
-    assert read_map(whole) is whole and torch.equal(read_map(lambda: (q, k)), head_mean_rows(lambda: (q, k)))
+    torch.testing.assert_close(head_mean_rows(deferred, queries=1, chunk_bytes=chunk_bytes), whole[:, :1])
+    assert read_map(whole) is whole and torch.equal(read_map(deferred), head_mean_rows(deferred))
     with pytest.raises(ValueError, match='a row of 9 entries cannot multiply a map of 10 rows'):
-        row_times_head_mean(row[:, :9], lambda: (q, k))
+        row_times_head_mean(row[:, :9], deferred)
 
 
 def deferred_run(model, mode, x):
@@ -125,7 +127,7 @@ def test_vit_base_at_448_batch_16_is_read_in_chunks_of_at_most_chunk_bytes():
     with FakeTensorMode():
         q, k = (torch.empty(16, 12, 785, 64) for _ in range(2))
         with CreatedShapes() as created:
-            row_times_head_mean(torch.empty(16, 785), lambda: (q, k), CHUNK_BYTES)
+            row_times_head_mean(torch.empty(16, 785), DeferredMap(lambda: (q, k)), CHUNK_BYTES)
     assert (1, 12, 785, 785) in created.shapes and 1 * 12 * 785 * 785 * 4 <= CHUNK_BYTES
     assert (16, 12, 785, 785) not in created.shapes and (16, 785, 785) not in created.shapes
     probabilities = [shape for shape in created.shapes if shape[-1] == 785 and shape[-2] != 64]  # not kᵀ

@@ -15,7 +15,7 @@ def tiny_config(root, dataset, save_dir, *opts):
         'data.root', str(root), 'data.sources', [dataset], 'data.targets', [dataset], 'data.save_dir', str(save_dir),
         'data.height', 32, 'data.width', 32, 'data.workers', 0, 'train.batch_size', 8, 'train.max_epoch', 1,
         'train.warmup_epochs', 0, 'train.print_freq', 1, 'test.batch_size', 16, 'test.ranks', [1, 5, 10],
-        *opts])
+        'model.pretrained', False, *opts])
     return cfg
 
 

@@ -24,8 +24,10 @@ PAPER_ROWS.append(('swin-tiny', 'msmt17'))
 
 
 def load(path):
+    """The config of ``path`` without timm's hub weights (no network here; see tests/test_pretrained_weights.py)."""
     cfg = get_default_config()
     cfg.merge_from_file(str(path))
+    cfg.model.pretrained = False
     return cfg
 
 

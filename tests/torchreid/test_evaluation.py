@@ -41,8 +41,10 @@ def test_galleries_torchreid_cannot_score_fail_before_training():
     ragged = items([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 1, 0])  # query 0 loses one same-view image, query 1 none
     with pytest.raises(ValueError, match=r'ragged: .* fewer than 50 .*ranked lists of \[5, 6\] items'):
         check_evaluable({'ragged': {'query': query, 'gallery': ragged}}, [1])
-    with pytest.raises(ValueError, match='inhomogeneous'):  # what torchreid would do after training
+    # what torchreid would do after training: its Python ranking raises (its compiled Cython ranking, built by a
+    # source install of 1.4.0, returns a CMC that falls instead)
+    with pytest.raises(ValueError, match='inhomogeneous'):
         torchreid.metrics.evaluate_rank(np.random.rand(2, 6), np.array([0, 1]), np.array([item[1] for item in ragged]),
-                                        np.array([0, 0]), np.array([item[2] for item in ragged]))
+                                        np.array([0, 0]), np.array([item[2] for item in ragged]), use_cython=False)
     with pytest.raises(ValueError, match='no query has a gallery image of its identity from another camera'):
         check_evaluable({'same': {'query': query, 'gallery': items([0, 1, 2], [0, 0, 1])}}, [1])
