@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_YAML = """
 model:
   name: 'dcal_deit_tiny'
+  pretrained: False
   timm_kwargs: {timm_kwargs}
 data:
   sources: ['msmt17']
