@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_output
 DEMO_CONFIG := configs/dcal_deit-tiny_digits-cub.py
 
-.PHONY: install lint test demo demo-reid bench ablation rehearsal pretrained mutation clean
+.PHONY: install lint test test-fast demo demo-reid bench ablation rehearsal pretrained mutation clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ lint: install
 
 test: install
 	$(PY) -m pytest -q --durations=25 tests
+
+# The quick loop while editing: every test but those marked slow (training runs, subprocesses, wheel builds)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
 
 # The main job on the built-in data: digits in the CUB-200-2011 layout -> train -> test -> heat-maps
 # (the four tool runs of dcal_plugin/cli.py's run_demo; a pip user runs the same as `dcal demo`).

@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip('mmpretrain')
 pytest.importorskip('torchreid')
 
+pytestmark = pytest.mark.slow  # the ablation tool trains in a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 PWCA, DCAL, RANDOM = 'SA + PWCA', 'DCAL (SA + GLCA + PWCA)', 'DCAL, random queries'
 T_975 = {2: 12.706204736}  # Student t, 97.5% quantile, by number of seeds (n - 1 degrees of freedom)

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the benchmark runs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATIOS = ('eval_time', 'eval_flops', 'sa_only_time', 'sa_only_flops', 'train_time', 'train_flops', 'train_memory')
 

@@ -89,3 +89,18 @@ def test_unbounded_loss_weighting_from_yaml(tmp_path):
     pytest.importorskip('torchreid')
     model = reid_model_from_yaml(tmp_path, 'loss:\n  uncertainty:\n    log_var_bounds: null\n')
     assert model.loss_weighting.log_var_bounds is None
+
+
+def test_the_adapters_build_the_core_without_its_classifiers(tmp_path):
+    """Both toolboxes classify with their own heads: the core's classifier and GLCA's copy of it hold no weights."""
+    pytest.importorskip('mmpretrain')
+    pytest.importorskip('torchreid')
+    from mmpretrain.registry import MODELS
+
+    import dcal_plugin.mmpretrain  # noqa: F401
+    backbone = MODELS.build(dict(type='DCALVisionTransformer', model_name='deit_tiny_patch16_224', img_size=32,
+                                 depth=2))
+    reid = reid_model_from_yaml(tmp_path, 'model:\n  use_glca: True\n')
+    for dcal in (backbone.dcal, reid.dcal):
+        assert isinstance(dcal.vit.head, torch.nn.Identity) and isinstance(dcal.glca_head, torch.nn.Identity)
+        assert not [key for key in dcal.state_dict() if key.startswith(('vit.head.', 'glca_head.'))]

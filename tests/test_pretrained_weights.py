@@ -14,6 +14,8 @@ import pytest
 import timm
 import torch
 
+pytestmark = pytest.mark.slow  # a fresh process per hub check
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGGED = 'deit_tiny_patch16_224.fb_in1k'  # the paper's tag for DeiT-Tiny
 COMMIT = '0' * 40

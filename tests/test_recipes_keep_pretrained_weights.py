@@ -23,6 +23,8 @@ import pytest
 from dcal_plugin.layouts import OFFICIAL_TRAIN_IMAGES
 from dcal_plugin.recipe_check import KEPT_NORM, make_pretrained_like_, norm_retention
 
+pytestmark = pytest.mark.slow  # each paper recipe simulated over its whole schedule
+
 REPO = Path(__file__).resolve().parents[1]
 FGVC_CONFIGS = sorted(p for p in (REPO / 'configs').glob('dcal_*.py') if 'digits' not in p.name)
 REID_CONFIGS = sorted(p for p in (REPO / 'configs' / 'reid').glob('dcal_*.yaml') if 'digits' not in p.name)

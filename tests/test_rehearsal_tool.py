@@ -20,6 +20,7 @@ def rehearsal():
     return module
 
 
+@pytest.mark.slow
 def test_the_fgvc_runs_differ_from_the_paper_config_where_they_say(rehearsal, tmp_path):
     from mmengine.config import Config
     paper = Config.fromfile(str(ROOT / 'configs' / 'dcal_deit-tiny_cub.py'))

@@ -22,6 +22,8 @@ pytest.importorskip('torchreid')
 from dcal_plugin.core import paper_pretrained_tag  # noqa: E402
 from dcal_plugin.demo_data import make_demo_data  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the reproduce commands run at a reduced size
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [line for line in (ROOT / 'docs' / 'reproduce.md').read_text().splitlines()
         if re.match(r'\| [^|]+ \| [^|]+ \| `(tools/|python )', line)]

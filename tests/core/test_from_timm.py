@@ -43,6 +43,7 @@ def test_sa_logits_equal_timm_at_the_checkpoint_size(full_checkpoint):
     assert max_diff(out.sa_logits, want) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('img_size', [448, (256, 128)])
 def test_sa_equals_timm_pretrained_path_after_resizing(full_checkpoint, img_size):
     name, num_classes, path = (full_checkpoint['name'], full_checkpoint['cfg_classes'],

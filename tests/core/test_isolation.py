@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 BLOCKER = '''
 import sys
 class Blocker:
@@ -15,6 +17,7 @@ print('LOADED', loaded)
 '''
 
 
+@pytest.mark.slow
 def test_core_imports_without_any_toolbox():
     result = subprocess.run([sys.executable, '-c', BLOCKER], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

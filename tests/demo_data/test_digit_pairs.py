@@ -11,6 +11,7 @@ from dcal_plugin.demo_data.options import DEMO_FGVC_OPTIONS, DEMO_REID_OPTIONS, 
 PAIR_IMAGES = RenderOptions(image_size=32, digit_scale=(0.35, 0.5), clutter=0.0, digit_colour='white')
 
 
+@pytest.mark.slow
 def test_held_out_samples_are_the_test_samples_the_built_in_data_sets_write(tmp_path):
     """Every layout writer's query/gallery/test records, read back from written data sets of the demos' options."""
     written = set()

@@ -104,6 +104,7 @@ def test_mmpretrain_inferencer_in_bfloat16_predicts_as_float32(run, precision):
         assert half['pred_label'] == full['pred_label']
 
 
+@pytest.mark.slow
 def test_mmpretrains_own_test_tool_reads_it(run, tmp_path):
     _, work_dir, _ = run
     tool = os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
@@ -114,6 +115,7 @@ def test_mmpretrains_own_test_tool_reads_it(run, tmp_path):
     assert 'accuracy/top1' in metrics.read_text() and 'dcal/glca_top1' in metrics.read_text()
 
 
+@pytest.mark.slow
 def test_mmpretrains_own_train_tool_resumes_it(run, tmp_path):
     import shutil
 
@@ -129,6 +131,7 @@ def test_mmpretrains_own_train_tool_resumes_it(run, tmp_path):
     assert (tmp_path / 'epoch_2.pth').is_file()
 
 
+@pytest.mark.slow
 def test_publish_model_keeps_weights_and_meta_and_names_the_hash(run, tmp_path):
     import hashlib
 
@@ -143,6 +146,7 @@ def test_publish_model_keeps_weights_and_meta_and_names_the_hash(run, tmp_path):
     assert set(loaded) == {'state_dict', 'meta'} and loaded['meta']['dataset_meta']['classes']
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_old_format_is_refused_with_what_to_do(run, tmp_path):
     cfg, work_dir, _ = run
     checkpoint = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=True)

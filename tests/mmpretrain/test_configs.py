@@ -71,6 +71,7 @@ def test_config_builds_and_runs_one_forward(name):
     assert cfg.model.backbone.checkpoint_path is None  # reset above; the file itself sets a timm checkpoint
 
 
+@pytest.mark.slow
 def test_paper_configs_name_a_timm_checkpoint_of_the_papers_fgvc_tag():
     for name in CONFIGS:
         if 'digits' not in name and Path(name).stem[len('dcal_'):].rsplit('_', 1)[0] in PAPER:

@@ -5,6 +5,8 @@ import pytest
 
 from tests.crash_driver import EPOCHS, KILLED, assert_same_weights, drive, final_weights, random_iteration
 
+pytestmark = pytest.mark.slow  # training subprocesses killed and resumed
+
 PER_EPOCH = 5  # 40 digits, batch 8
 FAULTS = {
     'kill -9 at a random iteration': f'iteration:{random_iteration(PER_EPOCH)}',

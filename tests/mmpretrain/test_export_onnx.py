@@ -84,6 +84,7 @@ def unseen_batches(samples):
     return [(images, samples), (images[3:4], samples[3:4])]
 
 
+@pytest.mark.slow
 def test_export_with_glca_matches_pytorch_on_unseen_images(tool, trained, unseen_images, tmp_path, capsys):
     config, checkpoint = trained
     onnx_file = tmp_path / 'dcal.onnx'
@@ -117,6 +118,7 @@ def test_sa_only_export_matches_sa_only_inference(tool, trained, unseen_images, 
         np.testing.assert_allclose(got['sa_logits'], want['sa_logits'], atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_bfloat16_checkpoint_is_exported_in_float32_and_says_so(tool, trained, unseen_images, tmp_path, capsys):
     """A bfloat16 model's weights, cast to float32, give the float32 model's predictions of those weights."""
     config, checkpoint = trained

@@ -80,6 +80,7 @@ def test_num_classes_that_does_not_fit_the_data_fails_at_start(digits_roots, tmp
     assert not started_iterations(tmp_path / 'work')
 
 
+@pytest.mark.slow
 def test_an_epoch_ending_in_one_image_is_refused_at_start(digits_roots, tmp_path):
     cfg = small_config(digits_roots['cub'], tmp_path / 'work')
     cfg.train_dataloader.batch_size = 13  # 40 = 3 x 13 + 1
@@ -124,6 +125,7 @@ def test_a_full_disk_is_named_and_the_last_complete_checkpoint_stays_the_latest(
     assert torch.load(work / 'epoch_1.pth', weights_only=True)['meta']['epoch'] == 1
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_work_dir_is_refused(digits_roots, tmp_path):
     work = tmp_path / 'work'
     with held_by_another_process(work) as pid:  # stands for run A, training into work
@@ -140,6 +142,7 @@ def finished(digits_roots, tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['text', 'list', 'cut short', 'state_dict only'])
 def test_resume_from_a_file_that_is_no_checkpoint_says_what_it_is(digits_roots, finished, tmp_path, kind):
     path = tmp_path / 'given.pth'
@@ -161,6 +164,7 @@ def test_resume_from_a_file_that_is_no_checkpoint_says_what_it_is(digits_roots, 
         train(cfg)
 
 
+@pytest.mark.slow
 def test_tools_test_refuses_a_checkpoint_of_another_architecture(digits_roots, finished, tmp_path):
     cfg = small_config(digits_roots['cub'], tmp_path / 'work')
     cfg.model.backbone.depth = 3  # another architecture than the checkpoint's 2 blocks

@@ -53,6 +53,7 @@ def test_layer_wise_lr_decay_through_the_runner(digits_roots, tmp_path):
     assert len(groups) == len(list(runner.model.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('frozen_stages', [1, 2])
 def test_frozen_stages_through_the_runner(digits_roots, tmp_path, frozen_stages):
     """Embedding and first blocks stay as initialised and in eval mode; GLCA (beside block 1) freezes with block 1."""
@@ -84,6 +85,7 @@ def test_frozen_stages_beyond_the_depth_and_out_indices_are_refused():
         MODELS.build(dict(SMALL, out_indices=[0, 1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('head, compile_backend', [
     ('LinearClsHead', None), ('VisionTransformerClsHead', None), ('LinearClsHead', 'aot_eager')])
 def test_a_stock_head_is_refused_at_its_first_step(digits_roots, tmp_path, head, compile_backend):

@@ -13,6 +13,7 @@ MODELS = {  # timm name: (width, image size: a 2 x 2 patch grid)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model_name', MODELS)
 def test_trains_and_tests_through_the_runner(digits_roots, tmp_path, model_name):
     width, size = MODELS[model_name]

@@ -31,6 +31,7 @@ def build_runner(digits_roots, tmp_path, name):
     return RUNNERS.build(family_config(digits_roots, tmp_path, name))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['swin', 'cait'])
 def test_two_gloo_processes_train_each_family_to_identical_weights(digits_roots, tmp_path, name):
     from .test_resume_and_distributed import train_on_two_gloo_processes

@@ -19,6 +19,8 @@ from dcal_plugin.resources import config_names
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.slow  # a wheel built and installed
+
 SOURCES = ('dcal_plugin', 'configs', 'tools', 'setup.py', 'setup.cfg', 'pyproject.toml', 'MANIFEST.in', 'README.md')
 
 

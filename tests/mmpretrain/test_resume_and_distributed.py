@@ -14,6 +14,8 @@ from mmpretrain.registry import HOOKS
 from .conftest import REPO, small_config
 
 
+pytestmark = pytest.mark.slow  # training runs, two gloo processes
+
 class Interrupted(Exception):
     """Stands for a run killed after its epoch-1 checkpoint was written."""
 

@@ -15,6 +15,7 @@ def scalars(work_dir):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', list(DATASETS))
 def test_train_and_validate_through_the_runner(digits_roots, tmp_path, layout):
     runner = RUNNERS.build(small_config(digits_roots[layout], tmp_path, layout))
@@ -77,6 +78,7 @@ def test_runners_built_in_the_same_second_log_into_their_own_folders(digits_root
     assert RUNNERS.build(named).experiment_name.startswith('mine_')
 
 
+@pytest.mark.slow
 def test_the_model_learns_its_training_images(digits_roots, tmp_path):
     """60 iterations on 40 training images: validated on those images, every branch is well above chance (10%)."""
     cfg = small_config(digits_roots['cub'], tmp_path, max_epochs=12)
@@ -135,6 +137,7 @@ def test_the_classifier_trains_and_predicts_under_cpu_bf16_autocast(digits_roots
     assert all(torch.isfinite(sample.pred_score).all() for sample in predictions)
 
 
+@pytest.mark.slow
 def test_mmengines_compile_option_trains_the_dcal_classifier(digits_roots, tmp_path):
     cfg = small_config(digits_roots['cub'], tmp_path)
     cfg.compile = dict(backend='aot_eager')  # compile=True is inductor's default: tests/core/test_compile.py runs that

@@ -10,6 +10,8 @@ from PIL import Image
 from .conftest import REPO, load_tool, small_config
 
 
+pytestmark = pytest.mark.slow  # the tools run as subprocesses
+
 def run_tool(*args, timeout=600):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True,

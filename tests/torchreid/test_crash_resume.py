@@ -7,6 +7,8 @@ from tests.crash_driver import EPOCHS, KILLED, assert_same_weights, drive, final
 
 pytest.importorskip('torchreid')
 
+pytestmark = pytest.mark.slow  # training subprocesses killed and resumed
+
 PER_EPOCH = 3  # 6 ids x 4 images, batch 8
 FAULTS = {
     'kill -9 at a random iteration': f'iteration:{random_iteration(PER_EPOCH)}',

@@ -12,6 +12,8 @@ pytest.importorskip('torchreid')
 
 from .helpers import TINY_MODEL  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the tools run as subprocesses
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY_YAML = """
 model:
