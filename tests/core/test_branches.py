@@ -175,6 +175,15 @@ def test_random_derangement_needs_two_elements():
         random_derangement(1)
 
 
+@pytest.mark.parametrize('size', [2, 3, 5])
+def test_random_derangement_falls_back_to_a_cyclic_shift_when_every_draw_has_a_fixed_point(monkeypatch, size):
+    def increasing_keys(draws, size, **kwargs):  # every draw sorts to the identity, which fixes every point
+        return torch.arange(size, dtype=torch.float64).expand(draws, size)
+
+    monkeypatch.setattr(torch, 'rand', increasing_keys)
+    assert random_derangement(size).tolist() == [size - 1] + list(range(size - 1))
+
+
 @pytest.mark.parametrize('partner_gradient', [True, False])
 def test_pwca_loss_reaches_the_partners_sa_stream_only_when_asked(partner_gradient):
     model = DCALViT(make_tiny_vit(), pwca_partner_gradient=partner_gradient).train()

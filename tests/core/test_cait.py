@@ -9,6 +9,7 @@ from torch import nn
 
 from dcal_plugin.core import dcal_cait, num_local_queries
 from dcal_plugin.core.dcal_cait import DCALCaiT
+from dcal_plugin.core.families import dcal_from_timm
 
 NAME = 'cait_xs24_384'
 ARCH = dict(depth=2, embed_dim=48, num_heads=3)  # 2 talking-heads blocks, CaiT's 2 class-attention blocks
@@ -353,3 +354,13 @@ def test_drop_path_drops_the_talking_heads_branches_as_timm():
     expected = model.vit(x)  # timm's train forward: as deterministic (its class-attention blocks have no drop path)
     torch.testing.assert_close(out.sa_logits[:1], expected, rtol=0, atol=BOUND)
     torch.testing.assert_close(out.pwca_logits, out.sa_logits, rtol=0, atol=BOUND)
+
+
+def test_the_family_factory_passes_cait_its_glca_options_and_refuses_the_one_it_lacks():
+    """CaiT's GLCA is a copy of its last class-attention block: it takes R and the rest, not ``glca_block_index``."""
+    model = dcal_from_timm(NAME, img_size=SIZE, local_query_ratio=0.5, residual_weight=0.25, glca_block_index=-1,
+                           **ARCH)
+    assert isinstance(model, DCALCaiT) and model.use_glca
+    assert (model.local_query_ratio, model.residual_weight) == (0.5, 0.25)
+    with pytest.raises(ValueError, match=r'DCALCaiT \(cait_xs24_384\) has no option glca_block_index'):
+        dcal_from_timm(NAME, img_size=SIZE, glca_block_index=0, **ARCH)

@@ -45,7 +45,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients(options):
     model = DCALViT(vit, **options).train()
     images, labels = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3])
     want_loss, want = loss_and_gradients(model, images, labels)
-    model.set_grad_checkpointing(True)
+    model.set_grad_checkpointing()  # on, as timm's default
     assert model.grad_checkpointing and model.vit.grad_checkpointing
     loss, got = loss_and_gradients(model, images, labels)
     torch.testing.assert_close(loss, want_loss, rtol=0, atol=0)

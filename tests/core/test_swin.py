@@ -197,6 +197,7 @@ def test_the_family_factory_builds_swin_pwca_only_from_every_adapters_options():
     assert isinstance(model, DCALSwin) and not model.use_pwca and not model.use_glca
     with pytest.raises(ValueError, match='use_glca=False'):
         dcal_from_timm('swin_tiny_patch4_window7_224', use_glca=True, **options)
+    assert not dcal_from_timm('swin_tiny_patch4_window7_224', **options).use_glca  # the core's own call: no option
 
 
 def test_a_checkpoint_of_another_input_size_loads(tmp_path):
