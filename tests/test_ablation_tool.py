@@ -12,8 +12,6 @@ import pytest
 pytest.importorskip('mmpretrain')
 pytest.importorskip('torchreid')
 
-pytestmark = pytest.mark.slow  # the ablation tool trains in a subprocess
-
 ROOT = Path(__file__).resolve().parents[1]
 PWCA, DCAL, RANDOM = 'SA + PWCA', 'DCAL (SA + GLCA + PWCA)', 'DCAL, random queries'
 T_975 = {2: 12.706204736}  # Student t, 97.5% quantile, by number of seeds (n - 1 degrees of freedom)
@@ -53,6 +51,7 @@ def mean_std(values, digits=1):
     return f'{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}'
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_progress_lines_and_default_reid_cut(ablation):
     stdout, result, report, out = ablation
     lines = stdout.splitlines()
@@ -67,6 +66,7 @@ def test_progress_lines_and_default_reid_cut(ablation):
     assert (out / 'ablation.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_branch_tables_match_the_runs(ablation):
     _, result, report, _ = ablation
     pwca, dcal = result['runs'][PWCA], result['runs'][DCAL]
@@ -90,6 +90,7 @@ def test_branch_tables_match_the_runs(ablation):
         assert all(0 <= value <= 100 for value in record['curve']['fused'])
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_paired_evaluation_uses_random_queries_on_the_same_model(ablation):
     _, result, _, _ = ablation
     differs = 0
@@ -114,6 +115,7 @@ def test_paired_evaluation_uses_random_queries_on_the_same_model(ablation):
     assert result['runs'][PWCA]['fgvc'][0]['paired'] is None
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_paired_table_and_intervals_are_computed_from_the_seeds(ablation):
     _, result, report, _ = ablation
     metrics = {'fgvc': ('glca', 'fused'), 'reid': ('GLCA mAP', 'GLCA R1', 'SA+GLCA mAP', 'SA+GLCA R1')}
@@ -145,6 +147,7 @@ def test_paired_table_and_intervals_are_computed_from_the_seeds(ablation):
                                                               (False, True)), name
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_train_test_gap_rows(ablation):
     _, result, report, _ = ablation
     text = section(report, 'FGVC: over-fitting')
@@ -159,6 +162,7 @@ def test_train_test_gap_rows(ablation):
         assert all(record['train']['query_selection'] == record['query_selection'] for record in records)
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_reid_pwca_diagnostics(ablation):
     _, result, report, _ = ablation
     text = section(report, 'Re-ID: training diagnostics')
@@ -179,6 +183,7 @@ def test_reid_pwca_diagnostics(ablation):
             assert mean_std([run[part][key] for run in diagnostics], digits) in line, key
 
 
+@pytest.mark.slow  # the tool trains in a subprocess
 def test_a_second_call_keeps_the_finished_runs_and_trains_the_rest_afresh(ablation):
     _, result, _, out = ablation
     again = out.parent / 'again'
@@ -242,6 +247,8 @@ def test_the_localization_step_compares_the_first_seeds_dcal_and_sa_only_checkpo
             run.mkdir(parents=True)
             (run / 'last_checkpoint').write_text(f'/ckpt/{folder}/{seed}.pth\n')
     command = ablation.localization_command(tmp_path, tmp_path / 'docs', 3)
+    relative = ablation.parse_args(['--work-dir', 'w', '--out-dir', 'o'])  # the step runs in the repository's root
+    assert relative.work_dir == Path('w').resolve() and relative.out_dir == Path('o').resolve()
     tool, config, model = command[1:4]
     assert (tool, config, model) == (str(ROOT / 'tools' / 'localization.py'), 'configs/dcal_deit-tiny_digits-cub.py',
                                      '/ckpt/DCAL/3.pth')

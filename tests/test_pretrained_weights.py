@@ -14,8 +14,6 @@ import pytest
 import timm
 import torch
 
-pytestmark = pytest.mark.slow  # a fresh process per hub check
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGGED = 'deit_tiny_patch16_224.fb_in1k'  # the paper's tag for DeiT-Tiny
 COMMIT = '0' * 40
@@ -59,6 +57,7 @@ REPORT = ("import json\nprint(json.dumps(dict(tag=vit.pretrained_cfg['tag'], "
           "qkv=vit.blocks[3].attn.qkv.weight.sum().item(), pos=list(vit.pos_embed.shape))))\n")
 
 
+@pytest.mark.slow  # a fresh process
 @pytest.mark.parametrize('entry', sorted(CHECKS))
 def test_pretrained_true_loads_the_paper_tag_from_the_hub_cache_offline(hub_home, entry):
     if entry != 'core':
@@ -73,6 +72,7 @@ def test_pretrained_true_loads_the_paper_tag_from_the_hub_cache_offline(hub_home
     assert loaded['pos'][1] == (grid * grid + 1 if entry != 'torchreid' else 16 * 8 + 1)  # resized to the model's size
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_local_weights_file_in_the_torchreid_yaml_replaces_the_hub_weights(tmp_path):
     """model.checkpoint, model.load_weights or a model.resume file give the weights: no hub (offline, none cached)."""
     pytest.importorskip('torchreid')
@@ -100,6 +100,7 @@ def test_a_local_weights_file_in_the_torchreid_yaml_replaces_the_hub_weights(tmp
     assert float(proc.stdout.split()[-1]) == pytest.approx(vit.blocks[3].attn.qkv.weight.sum().item(), rel=1e-6)
 
 
+@pytest.mark.slow  # a fresh process
 @pytest.mark.parametrize('entry', ['core', 'torchreid yaml'])
 def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path, entry):
     if entry != 'core':
@@ -109,6 +110,7 @@ def test_without_network_and_cache_one_error_names_both_ways_out(tmp_path, entry
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith('RuntimeError') and TAGGED in message
     assert 'network' in message and 'checkpoint_path' in message and 'model.checkpoint' in message
+    assert 'model.pretrained False' in message
 
 
 class _Requested(Exception):

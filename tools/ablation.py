@@ -30,7 +30,9 @@ and trains the rest (an unfinished run's folder is cleared first), so an interru
 it was in.
 
 Writes ``<out>/ablation.md`` (tables), ``<out>/ablation.png`` (learning curves) and
-``<out>/ablation.json`` (every raw number). Numbers on this data are not paper numbers.
+``<out>/ablation.json`` (every raw number); when FGVC ran both DCAL and SA only, then tools/localization.py on the
+first FGVC seed's two models: ``<out>/localization.md``, ``.json`` and ``rollout_grid.png``. Numbers on this data
+are not paper numbers.
 
     python tools/ablation.py                       # make ablation: ~2.5 h of runs on 2 CPU cores
     python tools/ablation.py --scale 4 --seeds 0 1 2 3 4 --reid-seeds 0 1 2 3 4   # more data and epochs (GPU)
@@ -343,6 +345,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help=f'Re-ID variants (default: those of --variants except {RANDOM_QUERIES!r})')
     parser.add_argument('--scale', type=float, default=1.0, help='multiplies training images and epochs')
     args = parser.parse_args(argv)
+    args.out_dir, args.work_dir = args.out_dir.resolve(), args.work_dir.resolve()  # the localization step runs in ROOT
     args.reid_seeds = args.reid_seeds or args.seeds[:REID_SEED_COUNT]
     args.reid_variants = args.reid_variants or [variant for variant in args.variants if variant in REID_VARIANTS]
     return args

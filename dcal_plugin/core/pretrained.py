@@ -68,8 +68,8 @@ def create_timm_model(model_name: str, pretrained: Union[bool, str], **kwargs: A
             'cache, $HF_HOME or ~/.cache/huggingface, and reads them from there afterwards, also with '
             'HF_HUB_OFFLINE=1), or give a local weights file (.pth, .safetensors or .npz) instead of pretrained: '
             'checkpoint_path of DCALViT.from_timm and build_dcal_reid, model.backbone.checkpoint_path in MMPretrain '
-            'configs, model.checkpoint in torchreid yaml (torchreid\'s build_model: pretrained=False starts from '
-            'random weights)') from error
+            'configs, model.checkpoint in torchreid yaml; pretrained=False (torchreid yaml: model.pretrained False) '
+            'starts from random weights') from error
 
 
 def _pretrained_at_img_size(name: str, model_name: str, **kwargs: Any) -> nn.Module:

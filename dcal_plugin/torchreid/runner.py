@@ -33,11 +33,7 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
     datamanager = build_datamanager(cfg)
     check_evaluable(datamanager.test_dataset, cfg.test.ranks)
     print(f'Building model: {cfg.model.name} at {cfg.data.height}x{cfg.data.width}')
-    if uses_hub_weights(cfg):
-        print(f'Backbone weights: timm\'s pretrained {timm_model_name(cfg.model.name)} through timm\'s hub '
-              '(model.pretrained True)')
-    elif not cfg.model.checkpoint:
-        print('No model.checkpoint and model.pretrained False: the backbone starts from random initialisation')
+    print(f'Weights: {weights_source(cfg)}')
     model = build_dcal_reid(num_classes=datamanager.num_train_pids, **model_kwargs(cfg))
     print(f'Model parameters: {sum(p.numel() for p in model.parameters()):,}')
     if cfg.model.load_weights:
@@ -56,6 +52,16 @@ def build_engine(cfg: CfgNode) -> DCALEngine:
                       **engine_kwargs(cfg))
 
 
+def weights_source(cfg: CfgNode) -> str:
+    """Where the model's weights come from: the file that gives them last, timm's hub, or nowhere (random)."""
+    if uses_hub_weights(cfg):
+        return f'timm\'s pretrained {timm_model_name(cfg.model.name)} through timm\'s hub (model.pretrained True)'
+    for key in ('resume', 'load_weights', 'checkpoint'):  # resume replaces the others, load_weights the checkpoint
+        if cfg.model[key]:
+            return f'model.{key} {cfg.model[key]}'
+    return 'random initialisation (no model.checkpoint, model.pretrained False)'
+
+
 def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:
     """``nn.DataParallel(model)`` when it trains on more than one visible GPU (as torchreid's main.py), else
     ``model``."""
@@ -68,12 +74,14 @@ def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:
 def run(cfg: CfgNode) -> Dict[str, Dict[str, RankResult]]:
     """Train (unless ``test.evaluate``; from ``model.resume`` if given, or 'auto') and test; print and return the
     results."""
+    if cfg.model.resume == AUTO:  # resolved first: a checkpoint found there gives the weights, not timm's hub
+        cfg = cfg.clone()
+        cfg.model.resume = latest_checkpoint(osp.join(cfg.data.save_dir, 'model')) or ''
     engine = build_engine(cfg)
     start_epoch = cfg.train.start_epoch
-    resume = latest_checkpoint(osp.join(cfg.data.save_dir, 'model')) if cfg.model.resume == AUTO else cfg.model.resume
-    if resume:
-        print(f'Resuming from {resume}')
-        start_epoch = resume_from_checkpoint(resume, engine.dcal_reid, engine.optimizer, engine.scheduler,
+    if cfg.model.resume:
+        print(f'Resuming from {cfg.model.resume}')
+        start_epoch = resume_from_checkpoint(cfg.model.resume, engine.dcal_reid, engine.optimizer, engine.scheduler,
                                              engine.grad_scaler)
     engine.run(**dict(engine_run_kwargs(cfg), start_epoch=start_epoch))
     # each branch scored from the features of the run's final test, with its re-ranking (a run of 0 epochs has none)

@@ -7,8 +7,8 @@ from dcal_plugin.core import DCALViT, UncertaintyWeightedLoss
 
 from ..conftest import make_tiny_vit
 
-
 pytestmark = pytest.mark.slow  # torch.compile (inductor) builds kernels
+
 
 def graph_breaks(model, images):
     torch._dynamo.reset()

@@ -97,3 +97,16 @@ def test_model_checkpoint_reads_an_original_vit_npz(tmp_path):
     model = build_dcal_reid(num_classes=3, **model_kwargs(cfg))
     state = model.dcal.vit.state_dict()
     assert all(torch.equal(state[key], value) for key, value in vit.state_dict().items())
+
+
+def test_the_run_says_where_the_weights_come_from():
+    from dcal_plugin.torchreid.runner import weights_source
+    cfg = get_default_config()
+    assert weights_source(cfg).startswith("timm's pretrained deit_tiny_patch16_224 through timm's hub")
+    cfg.model.checkpoint = 'deit.pth'
+    assert weights_source(cfg) == 'model.checkpoint deit.pth'
+    cfg.model.load_weights = 'log/model/model.pth.tar-60'  # loaded after the checkpoint: it wins
+    assert weights_source(cfg) == 'model.load_weights log/model/model.pth.tar-60'
+    cfg.model.checkpoint = cfg.model.load_weights = ''
+    cfg.model.pretrained = False
+    assert weights_source(cfg).startswith('random initialisation')

@@ -140,8 +140,11 @@ def test_resume_auto_takes_the_latest_complete_checkpoint(veri_data, tmp_path, c
     model_dir = tmp_path / 'log' / 'model'
     (model_dir / 'last_checkpoint').write_text(str(model_dir / 'model.pth.tar-7'))  # names a file that is gone
     capsys.readouterr()
+    # model.pretrained True, torchreid's default: the checkpoint found gives the weights, timm's hub is never asked
+    # (it would fail here: no network, and the tiny model is no timm weight's shape)
     dcal_torchreid.run(tiny_config(veri_data.root, 'veri776', tmp_path / 'log', 'train.max_epoch', 2,
-                                   'model.resume', 'auto'))
+                                   'model.resume', 'auto', 'model.pretrained', True))
     out = capsys.readouterr().out
+    assert f'Weights: model.resume {model_dir / "model.pth.tar-1"}' in out
     assert f'Resuming from {model_dir / "model.pth.tar-1"}' in out and 'epoch: [2/2]' in out
     assert 'epoch: [1/2]' not in out
