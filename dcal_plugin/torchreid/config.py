@@ -1,7 +1,7 @@
 """The yacs configuration of ``tools/train_reid.py``: torchreid's keys; defaults are the paper's Re-ID recipe
 (METHOD §7), and TransReID's ViT baseline (``configs/{VeRi,MSMT17}/vit_base.yml`` of damo-cv/TransReID) where the
 paper is silent."""
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 from yacs.config import CfgNode
 
@@ -140,11 +140,18 @@ def model_kwargs(cfg: CfgNode) -> Dict[str, Any]:
     }
 
 
+def local_weights(cfg: CfgNode) -> Optional[Tuple[str, str]]:
+    """``(key, path)`` of the local file that gives the model's weights last: a ``model.resume`` file (not 'auto'),
+    else ``model.load_weights``, else ``model.checkpoint``; None without one."""
+    for key in ('resume', 'load_weights', 'checkpoint'):  # resume replaces the others, load_weights the checkpoint
+        if cfg.model[key] not in ('', AUTO):
+            return key, cfg.model[key]
+    return None
+
+
 def uses_hub_weights(cfg: CfgNode) -> bool:
-    """``model.pretrained``, unless ``model.checkpoint``, ``model.load_weights`` or a ``model.resume`` file give the
-    weights."""
-    local = cfg.model.checkpoint or cfg.model.load_weights or cfg.model.resume not in ('', AUTO)
-    return bool(cfg.model.pretrained) and not local
+    """``model.pretrained``, unless a local file gives the weights (:func:`local_weights`)."""
+    return bool(cfg.model.pretrained) and local_weights(cfg) is None
 
 
 def imagedata_kwargs(cfg: CfgNode) -> Dict[str, Any]:

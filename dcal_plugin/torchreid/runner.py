@@ -9,8 +9,8 @@ from yacs.config import CfgNode
 
 from .checkpoint import latest_checkpoint, load_weights, resume_from_checkpoint
 from .config import (
-    AUTO, engine_kwargs, engine_run_kwargs, imagedata_kwargs, model_kwargs, optimizer_kwargs, scheduler_kwargs,
-    uses_hub_weights)
+    AUTO, engine_kwargs, engine_run_kwargs, imagedata_kwargs, local_weights, model_kwargs, optimizer_kwargs,
+    scheduler_kwargs, uses_hub_weights)
 from .engine import DCALEngine
 from .evaluation import RankResult, chance_level, check_evaluable, evaluate_branches, format_results
 from .model import DCALReID, build_dcal_reid
@@ -56,10 +56,11 @@ def weights_source(cfg: CfgNode) -> str:
     """Where the model's weights come from: the file that gives them last, timm's hub, or nowhere (random)."""
     if uses_hub_weights(cfg):
         return f'timm\'s pretrained {timm_model_name(cfg.model.name)} through timm\'s hub (model.pretrained True)'
-    for key in ('resume', 'load_weights', 'checkpoint'):  # resume replaces the others, load_weights the checkpoint
-        if cfg.model[key]:
-            return f'model.{key} {cfg.model[key]}'
-    return 'random initialisation (no model.checkpoint, model.pretrained False)'
+    local = local_weights(cfg)
+    if local is None:
+        return 'random initialisation (no model.checkpoint, model.pretrained False)'
+    key, path = local
+    return f'model.{key} {path}'
 
 
 def data_parallel(model: DCALReID, use_gpu: bool) -> nn.Module:

@@ -107,6 +107,9 @@ def test_the_run_says_where_the_weights_come_from():
     assert weights_source(cfg) == 'model.checkpoint deit.pth'
     cfg.model.load_weights = 'log/model/model.pth.tar-60'  # loaded after the checkpoint: it wins
     assert weights_source(cfg) == 'model.load_weights log/model/model.pth.tar-60'
+    cfg.model.resume = 'log/model/model.pth.tar-30'  # resumed after both: it wins
+    assert weights_source(cfg) == 'model.resume log/model/model.pth.tar-30'
     cfg.model.checkpoint = cfg.model.load_weights = ''
     cfg.model.pretrained = False
+    cfg.model.resume = 'auto'  # no file yet: run() resolves it before the model is built
     assert weights_source(cfg).startswith('random initialisation')
